@@ -1,0 +1,45 @@
+#!/bin/sh
+# Set up the development environment and run the demo or the tests.
+#   sh scripts/dev.sh setup | demo | test
+# Needs only Python 3.11+ and the PyPI registry. `make demo` / `make test` call this script.
+set -eu
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+VENV=${VENV:-.venv}
+STAMP="$VENV/.geosleuth-setup"
+
+setup() {
+    if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+        return 0
+    fi
+    echo "==> creating $VENV with $($PY --version)"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    echo "==> installing geosleuth with OCR, language ID and dev tools"
+    "$VENV/bin/python" -m pip install --quiet -e '.[ocr,langid,dev]'
+    # GeoCLIP's trained location encoder and 100K GPS gallery ship in its wheel. Its declared
+    # dependencies would replace torch and add a broken torchvision, so: no deps.
+    "$VENV/bin/python" -m pip install --quiet --no-deps geoclip==1.3.0
+    touch "$STAMP"
+}
+
+case "${1:-}" in
+    setup)
+        setup
+        ;;
+    demo)
+        setup
+        "$VENV/bin/geosleuth" locate examples/
+        ;;
+    test)
+        setup
+        "$VENV/bin/ruff" check src tests bench
+        "$VENV/bin/mypy"
+        # pytest exits 5 when it collects no tests: that fails the run, as it should.
+        "$VENV/bin/python" -m pytest
+        ;;
+    *)
+        echo "usage: sh scripts/dev.sh setup|demo|test" >&2
+        exit 2
+        ;;
+esac

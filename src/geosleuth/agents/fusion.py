@@ -1,0 +1,448 @@
+"""Evidence fusion: weigh every clue, rank candidate places and say how sure we are.
+
+This is the verifier of the evidence-only mode (no image encoder, no VLM). The model is small and
+stated plainly so an analyst can check it:
+
+* A prior over countries proportional to the square root of their population (a compromise between
+  "every country alike" and "where people are").
+* Each clue i with weight w_i (how far to trust it) and relative likelihoods l_i(c) over countries
+  adds ``w_i * log l_i(c)`` to country c's log-score (log-linear pooling), with l_i(c) = 0.001 for
+  countries it does not name: a clue of weight 0.5 makes a named country ~30x likelier than an
+  unnamed one, a clue of weight 0.9 ~500x. Clues that all come from the language of the text
+  (language, script, street words) are one family: the strongest counts fully, the next 30%, the
+  next 9%, so one French sign is not counted three times.
+* Place names split their country's probability between the named places (by population, adjusted
+  by an adjacent postcode) and "elsewhere in the country", by how likely the name is genuine.
+  Matches within 25 km of each other corroborate one another ("Shinjuku" and "Tokyo").
+* A valid EXIF GPS point is the answer (unless settings say to ignore metadata); the other clues are
+  still checked against it and conflicts are reported.
+
+The weights are set by hand; :mod:`geosleuth.agents` will fit them on labelled data when there is
+a verifier to fit (see the README). Probabilities are honest about that: they rank well and are
+labelled coarsely (high / medium / low).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from geosleuth.config import Settings
+from geosleuth.gazetteer import Gazetteer, GazetteerPlace, city_radius_km
+from geosleuth.geo import haversine_km
+from geosleuth.schemas import (
+    Candidate,
+    CandidateSource,
+    ConfidenceLevel,
+    Evidence,
+    EvidenceKind,
+    Granularity,
+)
+from geosleuth.tools.clues import PlaceMatch
+from geosleuth.tools.exif import ExifReport, format_offset
+
+OFF_LIST_LIKELIHOOD = 0.001
+CORRELATED_DISCOUNT = 0.3
+CLUSTER_KM = 25.0
+LANGUAGE_FAMILY = {EvidenceKind.LANGUAGE, EvidenceKind.SCRIPT, EvidenceKind.STREET_TYPE}
+NON_COUNTRY_KINDS = {EvidenceKind.GPS}
+
+
+@dataclass
+class FusionResult:
+    status: Literal["located", "insufficient_evidence"]
+    basis: Literal["exif-gps", "evidence"] | None
+    best: Candidate | None
+    candidates: list[Candidate]
+    confidence: float
+    level: ConfidenceLevel
+    explanation: str
+    country_probabilities: dict[str, float] = field(default_factory=dict)
+    extra_evidence: list[Evidence] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def confidence_level(p: float, min_probability: float) -> ConfidenceLevel:
+    if p >= 0.8:
+        return ConfidenceLevel.HIGH
+    if p >= 0.5:
+        return ConfidenceLevel.MEDIUM
+    if p >= min_probability and p > 0:
+        return ConfidenceLevel.LOW
+    return ConfidenceLevel.NONE
+
+
+class EvidenceFusion:
+    def __init__(self, gazetteer: Gazetteer, settings: Settings) -> None:
+        self.gaz = gazetteer
+        self.settings = settings
+
+    # -- country posterior --
+
+    def country_posterior(self, evidence: list[Evidence]) -> tuple[dict[str, float], float]:
+        """P(country | clues) and the total weight of the clues that carried any location."""
+        codes = sorted(self.gaz.countries)
+        idx = {c: i for i, c in enumerate(codes)}
+        pops = np.array([max(self.gaz.countries[c].population, 1000) for c in codes], dtype=np.float64)
+        logp = 0.5 * np.log(pops)
+        families: dict[str, list[Evidence]] = defaultdict(list)
+        for e in evidence:
+            if not e.usable or e.weight <= 0 or not e.countries or e.kind in NON_COUNTRY_KINDS:
+                continue
+            families["language" if e.kind in LANGUAGE_FAMILY else e.id].append(e)
+        strength = 0.0
+        for members in families.values():
+            members.sort(key=lambda e: -e.weight)
+            for rank, e in enumerate(members):
+                like = np.full(len(codes), OFF_LIST_LIKELIHOOD)
+                for c, v in e.countries.items():
+                    if c in idx:
+                        like[idx[c]] = max(v, OFF_LIST_LIKELIHOOD)
+                logp += (CORRELATED_DISCOUNT**rank) * e.weight * np.log(like)
+            strength += members[0].weight
+        logp -= logp.max()
+        p = np.exp(logp)
+        p /= p.sum()
+        return {c: float(p[i]) for i, c in enumerate(codes)}, strength
+
+    # -- main --
+
+    def fuse(self, evidence: list[Evidence], matches: list[PlaceMatch], exif: ExifReport) -> FusionResult:
+        s = self.settings
+        country_p, strength = self.country_posterior(evidence)
+        candidates = self._text_candidates(evidence, matches, country_p) if strength > 0 else []
+        extra: list[Evidence] = []
+        warnings: list[str] = []
+
+        gps_ev = next((e for e in evidence if e.id == "exif.gps" and e.usable and e.point), None)
+        if gps_ev is not None and gps_ev.point is not None and s.use_exif_gps:
+            p_gps = gps_ev.weight
+            for c in candidates:
+                c.probability = round(c.probability * (1 - p_gps), 6)
+            candidates = [c for c in candidates if c.probability >= 0.001]
+            gps_cand = Candidate(
+                point=gps_ev.point,
+                source=CandidateSource.EXIF,
+                label="GPS position in the photo's metadata",
+                granularity=Granularity.EXACT,
+                score=0.0,
+                probability=p_gps,
+                radius_km=exif.gps_radius_km or 0.05,
+                evidence_ids=["exif.gps"],
+                notes=[gps_ev.reason] if gps_ev.reason else [],
+            )
+            extra, warnings = self._check_gps(gps_cand, exif, country_p, strength)
+            candidates = [gps_cand, *candidates]
+            self._attach_places(candidates[: s.max_candidates])
+            best = candidates[0]
+            expl = self._explain_exif(best, warnings)
+            return FusionResult(
+                "located",
+                "exif-gps",
+                best,
+                candidates[: s.max_candidates],
+                p_gps,
+                confidence_level(p_gps, s.min_probability),
+                expl,
+                country_p,
+                extra,
+                warnings,
+            )
+
+        ignored = gps_ev is not None and not s.use_exif_gps
+        if ignored:
+            warnings.append("a valid EXIF GPS position was ignored because use_exif_gps is off")
+        if not candidates:
+            expl = self._explain_insufficient(evidence, country_p, strength, ignored)
+            return FusionResult(
+                "insufficient_evidence",
+                None,
+                None,
+                [],
+                0.0,
+                ConfidenceLevel.NONE,
+                expl,
+                country_p,
+                extra,
+                warnings,
+            )
+        candidates = candidates[: s.max_candidates]
+        self._attach_places(candidates)
+        best = candidates[0]
+        if best.probability < s.min_probability:
+            expl = self._explain_insufficient(evidence, country_p, strength, ignored, weak=candidates)
+            return FusionResult(
+                "insufficient_evidence",
+                None,
+                None,
+                candidates,
+                best.probability,
+                ConfidenceLevel.NONE,
+                expl,
+                country_p,
+                extra,
+                warnings,
+            )
+        expl = self._explain_evidence(best, candidates, evidence, country_p)
+        return FusionResult(
+            "located",
+            "evidence",
+            best,
+            candidates,
+            best.probability,
+            confidence_level(best.probability, s.min_probability),
+            expl,
+            country_p,
+            extra,
+            warnings,
+        )
+
+    # -- candidates from text clues --
+
+    def _text_candidates(
+        self, evidence: list[Evidence], matches: list[PlaceMatch], country_p: dict[str, float]
+    ) -> list[Candidate]:
+        # Per country: the place hypotheses (match, place, within-country share).
+        per_country: dict[str, list[tuple[PlaceMatch, GazetteerPlace, float]]] = defaultdict(list)
+        for m in matches:
+            totals: dict[str, float] = defaultdict(float)
+            for p, w in zip(m.places, m.weights, strict=True):
+                totals[p.country_code] += w
+            for p, w in zip(m.places, m.weights, strict=True):
+                per_country[p.country_code].append((m, p, w / totals[p.country_code]))
+
+        supporting = {
+            c: [e.id for e in evidence if e.usable and e.weight > 0 and e.countries.get(c, 0) >= 0.5]
+            for c in country_p
+        }
+        out: list[Candidate] = []
+        for cc, pc in country_p.items():
+            hyps = per_country.get(cc, [])
+            clusters = _cluster(hyps)
+            weights = []
+            for members in clusters:
+                g = 1 - math.prod(1 - m.genuineness for m in {id(m): m for m, _, _ in members}.values())
+                share = max(sh for _, _, sh in members)
+                weights.append(g * share)
+            distinct = {id(m): m for m, _, _ in hyps}.values()
+            w0 = math.prod(1 - m.genuineness for m in distinct)
+            norm = sum(weights) + w0
+            for members, w in zip(clusters, weights, strict=True):
+                prob = pc * w / norm
+                if prob < 0.002:
+                    continue
+                rep = _representative(members)
+                ids = sorted({m.evidence_id for m, _, _ in members})
+                names = sorted({m.surface for m, _, _ in members})
+                out.append(
+                    Candidate(
+                        point=rep.point,
+                        source=CandidateSource.TEXT_CLUE,
+                        label=f"{rep.name} (named in the image: {', '.join(repr(n) for n in names)})",
+                        granularity=Granularity.CITY,
+                        score=round(math.log(max(prob, 1e-12)), 4),
+                        probability=round(prob, 6),
+                        radius_km=round(float(city_radius_km(rep.population)), 1),
+                        evidence_ids=ids + [i for i in supporting[cc] if i not in ids],
+                        notes=[f"{rep.name}, population {rep.population:,}"]
+                        + (["corroborated by several names read in the image"] if len(ids) > 1 else []),
+                    )
+                )
+            rest = pc * w0 / norm
+            if rest >= 0.005:
+                centre = self.gaz.country_centre(cc)
+                if centre is None:
+                    continue
+                name = self.gaz.country_name(cc)
+                out.append(
+                    Candidate(
+                        point=centre.point,
+                        source=CandidateSource.GAZETTEER,
+                        label=f"somewhere in {name}",
+                        granularity=Granularity.COUNTRY,
+                        score=round(math.log(max(rest, 1e-12)), 4),
+                        probability=round(rest, 6),
+                        radius_km=centre.r80_km,
+                        evidence_ids=supporting[cc],
+                        notes=[
+                            f"the point is {name}'s population centre; 80% of its people live within "
+                            f"{centre.r80_km:.0f} km of it"
+                        ],
+                    )
+                )
+        out.sort(key=lambda c: -c.probability)
+        return out
+
+    def _attach_places(self, candidates: list[Candidate]) -> None:
+        places = self.gaz.reverse([c.point for c in candidates])
+        for c, place in zip(candidates, places, strict=True):
+            c.place = place
+
+    # -- checks against a GPS answer --
+
+    def _check_gps(
+        self, gps: Candidate, exif: ExifReport, country_p: dict[str, float], strength: float
+    ) -> tuple[list[Evidence], list[str]]:
+        extra: list[Evidence] = []
+        warnings: list[str] = []
+        if exif.utc_offset_minutes is not None and exif.local_time is not None:
+            tz = self.gaz.timezone_at(gps.point)
+            expected = self.gaz.utc_offset_minutes(tz, exif.local_time) if tz else None
+            if expected is not None:
+                ok = expected == exif.utc_offset_minutes
+                text = (
+                    f"the clock's UTC offset {format_offset(exif.utc_offset_minutes)} "
+                    + ("matches" if ok else "does not match")
+                    + f" the time zone at the GPS point ({tz}, {format_offset(expected)} at that date)"
+                )
+                extra.append(
+                    Evidence(
+                        id="check.gps-vs-offset",
+                        tool="verifier",
+                        kind=EvidenceKind.CONSISTENCY,
+                        value=text,
+                        weight=0.0,
+                        reason=None
+                        if ok
+                        else "the camera clock or the position may be wrong (or the clock kept home time)",
+                        details={
+                            "timezone": tz,
+                            "expected_minutes": expected,
+                            "exif_minutes": exif.utc_offset_minutes,
+                        },
+                    )
+                )
+                if not ok:
+                    gps.notes.append(text)
+                    warnings.append(text)
+        if strength >= 0.5:
+            place = self.gaz.reverse_one(gps.point)
+            p_here = country_p.get(place.country_code, 0.0)
+            top_c, top_p = max(country_p.items(), key=lambda kv: kv[1])
+            if p_here < 0.05 and top_p > 0.3:
+                text = (
+                    f"text clues point to {self.gaz.country_name(top_c)} (p={top_p:.2f}), "
+                    f"not {place.country} where the GPS position is (p={p_here:.2f})"
+                )
+                gps.notes.append(text)
+                warnings.append(text)
+                extra.append(
+                    Evidence(
+                        id="check.gps-vs-text",
+                        tool="verifier",
+                        kind=EvidenceKind.CONSISTENCY,
+                        value=text,
+                        weight=0.0,
+                        reason="the metadata may belong to another photo, or the text names somewhere else",
+                    )
+                )
+        return extra, warnings
+
+    # -- explanations --
+
+    def _explain_exif(self, best: Candidate, warnings: list[str]) -> str:
+        where = best.place.short() if best.place else str(best.point)
+        dist = f"{best.place.distance_km:.1f} km from {where}" if best.place else where
+        text = (
+            f"Answer from the photo's GPS metadata: {best.point} ({best.point.dms()}), {dist}. "
+            "Metadata can be edited or copied from another photo, so treat it as a claim to check against the image."
+        )
+        if warnings:
+            text += " Conflicts: " + "; ".join(warnings) + "."
+        return text
+
+    def _explain_evidence(
+        self,
+        best: Candidate,
+        candidates: list[Candidate],
+        evidence: list[Evidence],
+        country_p: dict[str, float],
+    ) -> str:
+        by_id = {e.id: e for e in evidence}
+        where = best.place.short() if best.place else str(best.point)
+        if best.granularity == Granularity.COUNTRY:
+            head = f"Best guess: {best.label}, near {where}"
+        else:
+            head = f"Best guess: {where}"
+        parts = [f"{head} (probability {best.probability:.2f}, within about {best.radius_km:.0f} km)."]
+        reasons = [by_id[i].value for i in best.evidence_ids if i in by_id][:5]
+        if reasons:
+            parts.append("It rests on: " + "; ".join(reasons) + ".")
+        cc = best.place.country_code if best.place else None
+        against = [
+            e.value
+            for e in evidence
+            if e.usable and e.weight >= 0.2 and e.countries and cc and e.countries.get(cc, 0.0) < 0.1
+        ][:3]
+        if against:
+            parts.append("Pointing elsewhere: " + "; ".join(against) + ".")
+        alts = [
+            f"{c.label if c.granularity == Granularity.COUNTRY or not c.place else c.place.short()} ({c.probability:.2f})"
+            for c in candidates[1:4]
+            if c.probability >= 0.01
+        ]
+        if alts:
+            parts.append("Alternatives: " + ", ".join(alts) + ".")
+        return " ".join(parts)
+
+    def _explain_insufficient(
+        self,
+        evidence: list[Evidence],
+        country_p: dict[str, float],
+        strength: float,
+        ignored_gps: bool,
+        weak: list[Candidate] | None = None,
+    ) -> str:
+        parts = ["Too little evidence to say where this photo was taken."]
+        if ignored_gps:
+            parts.append("(The GPS position in the metadata was ignored, as configured.)")
+        hints = [
+            e.value
+            for e in sorted(evidence, key=lambda e: -e.weight)
+            if e.usable and e.weight > 0 and e.countries
+        ]
+        if weak and hints:
+            tops = sorted(country_p.items(), key=lambda kv: -kv[1])[:3]
+            parts.append(
+                "Weak hints only: "
+                + "; ".join(hints[:4])
+                + ". Given them, the likeliest countries are "
+                + ", ".join(f"{self.gaz.country_name(c)} ({p:.2f})" for c, p in tops)
+                + f": too uncertain to answer (threshold {self.settings.min_probability:.2f})."
+            )
+        else:
+            parts.append("No clue in the metadata or the text implies any place.")
+        injected = [e for e in evidence if e.kind == EvidenceKind.PROMPT_INJECTION]
+        if injected:
+            parts.append("The image's text tries to instruct an AI model, so none of it was trusted.")
+        return " ".join(parts)
+
+
+def _cluster(
+    hyps: list[tuple[PlaceMatch, GazetteerPlace, float]],
+) -> list[list[tuple[PlaceMatch, GazetteerPlace, float]]]:
+    """Greedy clustering of place hypotheses within CLUSTER_KM, strongest first."""
+    order = sorted(hyps, key=lambda h: -(h[0].genuineness * h[2]))
+    clusters: list[list[tuple[PlaceMatch, GazetteerPlace, float]]] = []
+    for h in order:
+        for cl in clusters:
+            lead = cl[0][1]
+            if float(haversine_km(lead.lat, lead.lon, h[1].lat, h[1].lon)) <= CLUSTER_KM:
+                if all(m is not h[0] for m, _, _ in cl):
+                    cl.append(h)
+                break
+        else:
+            clusters.append([h])
+    return clusters
+
+
+def _representative(members: list[tuple[PlaceMatch, GazetteerPlace, float]]) -> GazetteerPlace:
+    """The most specific credible place of a cluster: the smallest one among the names that are
+    at least half as credible as the best (Shinjuku rather than Tokyo when both are read)."""
+    best_g = max(m.genuineness for m, _, _ in members)
+    credible = [p for m, p, _ in members if m.genuineness >= 0.5 * best_g]
+    return min(credible, key=lambda p: p.population)

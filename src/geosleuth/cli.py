@@ -1,0 +1,354 @@
+"""The ``geosleuth`` command. Thin: parse options, call the library, render.
+
+Exit codes: 0 every input was processed (a "too little evidence" answer counts as processed);
+1 at least one input could not be used (its error is on stderr); 2 bad usage or settings;
+3 an internal error (a bug: please report it with ``-v`` output).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from geosleuth.schemas import LocateError, Prediction
+
+app = typer.Typer(
+    name="geosleuth",
+    help="Where was this photo taken? Evidence first: EXIF, text in the image, gazetteers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+log = logging.getLogger("geosleuth.cli")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from geosleuth import __version__
+
+        print(f"geosleuth {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """geosleuth: explainable photo geolocation."""
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_time=False, show_path=verbose > 1)],
+        force=True,
+    )
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    print(f"geosleuth: error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML settings file (else $GEOSLEUTH_CONFIG, ./geosleuth.toml)."),
+]
+CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Where the gazetteer index is kept.")]
+
+
+@app.command()
+def locate(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Image files, folders (every image inside, recursively), or - for stdin."),
+    ],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the Prediction as JSON (JSON Lines for batches).")
+    ] = False,
+    ignore_exif_gps: Annotated[
+        bool, typer.Option("--ignore-exif-gps", help="Do not take the EXIF GPS position as the answer.")
+    ] = False,
+    ocr: Annotated[
+        str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract or none.")
+    ] = None,
+    min_probability: Annotated[
+        float | None, typer.Option("--min-probability", help="Answer only above this probability.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Images processed in parallel.")] = 1,
+    config: ConfigOpt = None,
+    cache_dir: CacheOpt = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+) -> None:
+    """Locate photos from the evidence inside them.
+
+    \b
+    Examples:
+      geosleuth locate photo.jpg
+      geosleuth locate photos/ --json > answers.jsonl
+      cat photo.heic | geosleuth locate -
+      geosleuth locate sign.png --ignore-exif-gps --ocr rapidocr
+    """
+    _setup_logging(verbose, quiet)
+    from geosleuth.errors import ConfigError, GeoSleuthError
+
+    try:
+        from geosleuth.agents.pipeline import Locator, build_deps
+        from geosleuth.config import load_settings
+
+        settings = load_settings(
+            config,
+            cache_dir=cache_dir,
+            use_exif_gps=False if ignore_exif_gps else None,
+            min_probability=min_probability,
+            ocr={"engine": ocr} if ocr else None,
+        )
+        sources, skipped = _expand(inputs)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except GeoSleuthError as exc:
+        raise _fail(str(exc), EXIT_INPUT) from None
+    if not sources:
+        raise _fail(f"no image files found in {', '.join(inputs)}", EXIT_INPUT)
+
+    from rich.console import Console
+
+    out = Console(soft_wrap=True, highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        locator = Locator(deps=build_deps(settings))
+        gazetteer = locator.deps.gazetteer
+        if not gazetteer.is_built:
+            with err.status(f"Building the offline gazetteer in {gazetteer.cache_dir} (once, about 20 s)..."):
+                gazetteer.ensure_built()
+    except GeoSleuthError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+    batch = len(sources) > 1
+    failures = 0
+    located = 0
+    for result in _run(locator, sources, workers, err, show_progress=batch and not quiet):
+        if _is_error(result):
+            failures += 1
+            print(f"geosleuth: error: {result.source}: {result.error}", file=sys.stderr)
+            if json_out and batch:
+                print(result.model_dump_json())
+            continue
+        pred: Prediction = result
+        located += pred.status == "located"
+        if json_out:
+            print(pred.model_dump_json(indent=None if batch else 2))
+        else:
+            _render(out, pred)
+    if batch and not quiet:
+        note = f", {skipped} non-image files skipped" if skipped else ""
+        err.print(
+            f"[bold]{len(sources)} images:[/] {located} located, {len(sources) - located - failures} too little "
+            f"evidence, {failures} failed{note}."
+        )
+    raise typer.Exit(EXIT_INPUT if failures else EXIT_OK)
+
+
+def _is_error(result: Any) -> bool:
+    return hasattr(result, "error_type")
+
+
+def _expand(inputs: list[str]) -> tuple[list[str | bytes], int]:
+    """Paths as given; folders become the image files inside them; '-' becomes stdin's bytes."""
+    from geosleuth.tools.image import IMAGE_SUFFIXES
+
+    sources: list[str | bytes] = []
+    skipped = 0
+    for item in inputs:
+        if item == "-":
+            sources.append(sys.stdin.buffer.read())
+            continue
+        path = Path(item)
+        if path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    sources.append(str(f))
+                else:
+                    skipped += 1
+        else:
+            sources.append(item)
+    return sources, skipped
+
+
+def _run(locator: Any, sources: list[str | bytes], workers: int, err: Console, *, show_progress: bool) -> Any:
+    """Yield Prediction or LocateError per source; unexpected failures become errors too."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from geosleuth.schemas import LocateError
+
+    def guarded(src: str | bytes) -> Prediction | LocateError:
+        name = "<stdin>" if isinstance(src, bytes) else src
+        try:
+            return locator.locate(src, name=name)
+        except Exception as exc:
+            from geosleuth.errors import ImageInputError
+
+            if isinstance(exc, ImageInputError):
+                return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
+            log.debug("internal error on %s", name, exc_info=True)
+            return LocateError(
+                source=name,
+                error=f"internal error ({type(exc).__name__}: {exc}); rerun with -vv and report it",
+                error_type="InternalError",
+            )
+
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not show_progress,
+    )
+    with progress:
+        task = progress.add_task("locating", total=len(sources))
+        if workers <= 1:
+            for src in sources:
+                result = guarded(src)
+                progress.advance(task)
+                yield result
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for result in pool.map(guarded, sources):
+                    progress.advance(task)
+                    yield result
+
+
+def _render(out: Console, p: Prediction) -> None:
+    from rich.markup import escape
+
+    from geosleuth.schemas import StageStatus
+
+    out.print(f"[bold]{escape(p.source)}[/]")
+    if p.best is not None:
+        b = p.best
+        where = escape(b.place.short()) if b.place else ""
+        out.print(f"  Best guess : {b.point}  {where}")
+        basis = "EXIF GPS metadata" if p.basis == "exif-gps" else "evidence in the image"
+        radius = f"; within ~{b.radius_km:.0f} km" if b.radius_km >= 1 else ""
+        out.print(f"  Confidence : {p.confidence_level.value} ({p.confidence:.2f}), from {basis}{radius}")
+    else:
+        out.print("  [yellow]Too little evidence for a location.[/]")
+    out.print(f"  {escape(p.explanation)}")
+    alts = [c for c in p.candidates if c is not p.best and c.probability >= 0.01][:4]
+    if alts:
+        out.print("  Alternatives:")
+        for c in alts:
+            where = escape(c.place.short()) if c.place else ""
+            out.print(f"    {c.probability:5.2f}  {c.point}  {escape(c.label)}  [dim]{where}[/]")
+    if p.evidence:
+        out.print("  Evidence:")
+        for e in p.evidence:
+            mark = "[red]✗[/]" if not e.usable else ("[green]✓[/]" if e.weight > 0 else "·")
+            extra = f"  [dim]({escape(e.reason)})[/]" if e.reason else ""
+            out.print(f"    {mark} {e.tool:<8} {escape(e.value)}{extra}")
+    if p.missing:
+        out.print("  Missing: " + escape("; ".join(p.missing)))
+    for w in p.warnings:
+        out.print(f"  [yellow]Warning:[/] {escape(w)}")
+    marks = {
+        StageStatus.RAN: "✓",
+        StageStatus.SKIPPED: "–",
+        StageStatus.UNAVAILABLE: "✗",
+        StageStatus.FAILED: "!",
+    }
+    out.print("  Stages:")
+    for s in p.stages:
+        engine = f" [{s.engine}]" if s.engine else ""
+        timing = f" {s.seconds * 1000:.0f} ms" if s.seconds else ""
+        out.print(
+            f"    {marks[s.status]} {s.name:<9} {s.status.value}{escape(engine)}{timing}: {escape(s.detail)}"
+        )
+    out.print()
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Print the effective settings and where the config file was found.
+
+    Precedence, highest first: flags, GEOSLEUTH_* environment variables, the config file, defaults.
+    """
+    from geosleuth.config import find_config_file, load_settings
+    from geosleuth.errors import ConfigError
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    data = settings.model_dump(mode="json")
+    if data["vlm"].get("api_key"):
+        data["vlm"]["api_key"] = "**********"
+    if json_out:
+        print(json.dumps(data, indent=2))
+        return
+    path = find_config_file(config)
+    print(f"# config file: {path if path else '(none)'}")
+    print("# precedence: flags > GEOSLEUTH_* environment > config file > defaults")
+    _print_toml(data)
+
+
+def _print_toml(data: dict[str, Any], prefix: str = "") -> None:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    if prefix:
+        print(f"\n[{prefix}]")
+    for k, v in scalars.items():
+        print(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} = (unset)")
+    for k, v in tables.items():
+        _print_toml(v, f"{prefix}.{k}" if prefix else k)
+
+
+def main() -> None:
+    """Console-script entry point: never let a traceback reach the user without -vv."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("geosleuth: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # pragma: no cover - a bug
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        print(
+            f"geosleuth: internal error: {type(exc).__name__}: {exc} (rerun with -vv and report it)",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,298 @@
+"""Settings, with one explicit precedence (highest first):
+
+1. flags / keyword arguments (``load_settings(ocr={"engine": "tesseract"})``, CLI options);
+2. environment variables: ``GEOSLEUTH_<FIELD>``, nested with ``__`` (``GEOSLEUTH_OCR__ENGINE=rapidocr``);
+3. a TOML config file: ``--config FILE``, else ``$GEOSLEUTH_CONFIG``, else ``./geosleuth.toml``, else
+   ``~/.config/geosleuth/config.toml`` (the first that exists);
+4. the defaults below.
+
+Nothing here opens a network connection or loads a model.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from geosleuth.errors import ConfigError
+from geosleuth.gazetteer import default_cache_dir
+
+ENV_PREFIX = "GEOSLEUTH_"
+CONFIG_ENV = "GEOSLEUTH_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OCRSettings(_Section):
+    engine: Literal["auto", "hybrid", "rapidocr", "tesseract", "none"] = Field(
+        default="auto",
+        description="auto: RapidOCR detection + Tesseract reading when both are installed, else either one.",
+    )
+    languages: list[str] = Field(
+        default_factory=list,
+        description="Tesseract language packs to use (e.g. ['eng', 'fra']); empty means all installed.",
+    )
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="Drop words read below this.")
+    max_side: int = Field(default=2000, ge=64, description="Downscale images to this longest side first.")
+    tesseract_cmd: str = Field(default="tesseract", description="Tesseract executable (name or path).")
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+class LangIDSettings(_Section):
+    engine: Literal["auto", "cld2", "lingua", "none"] = Field(
+        default="auto", description="auto: pycld2 if installed; lingua is more accurate but needs ~1 GB."
+    )
+    lingua_languages: list[str] = Field(
+        default_factory=lambda: [
+            "en",
+            "fr",
+            "de",
+            "es",
+            "it",
+            "pt",
+            "nl",
+            "pl",
+            "cs",
+            "sk",
+            "hu",
+            "ro",
+            "sv",
+            "da",
+            "nb",
+            "fi",
+            "et",
+            "lv",
+            "lt",
+            "hr",
+            "sl",
+            "sr",
+            "bg",
+            "ru",
+            "uk",
+            "el",
+            "tr",
+            "ar",
+            "he",
+            "fa",
+            "hi",
+            "bn",
+            "th",
+            "vi",
+            "id",
+            "ms",
+            "ja",
+            "ko",
+            "zh",
+            "ka",
+            "hy",
+            "ca",
+            "eu",
+            "ga",
+            "cy",
+            "is",
+            "sq",
+            "mk",
+            "tl",
+            "sw",
+            "af",
+        ],
+        description="ISO 639-1 codes lingua is restricted to (memory grows with each).",
+    )
+
+
+class RetrievalSettings(_Section):
+    image_encoder: str | None = Field(
+        default=None, description="CLIP/SigLIP hub id or local path, e.g. openai/clip-vit-large-patch14."
+    )
+    geoclip: bool = Field(default=False, description="Use GeoCLIP's heads (needs CLIP ViT-L/14 weights).")
+    index_dir: Path | None = Field(default=None, description="Neighbour index built by `geosleuth index`.")
+    device: str = Field(default="cpu", description="torch device for the encoders.")
+
+
+class VLMSettings(_Section):
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+    )
+    model: str | None = Field(
+        default=None, description="Model name the server knows, e.g. Qwen/Qwen2.5-VL-7B-Instruct"
+    )
+    api_key: SecretStr | None = Field(default=None, description="Bearer token, if the server needs one.")
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_concurrency: int = Field(default=8, ge=1)
+    samples: int = Field(default=5, ge=1)
+    temperature: float = Field(default=0.8, ge=0.0)
+
+
+class BudgetSettings(_Section):
+    max_vlm_calls: int = Field(default=40, ge=0)
+    max_tool_calls: int = Field(default=20, ge=0)
+    max_seconds: float = Field(default=300.0, gt=0)
+
+
+_config_file_var: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "geosleuth_config_file", default=None
+)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+        self.data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                self.data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError as exc:
+                raise ConfigError(
+                    f"config file {str(path)!r} does not exist; check --config / ${CONFIG_ENV}"
+                ) from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+            if "geosleuth" in self.data and isinstance(self.data["geosleuth"], dict):
+                self.data = self.data["geosleuth"]
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+class Settings(BaseSettings):
+    """Everything a run can be configured with. See the module docstring for precedence."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir, description="Gazetteer index, embeddings, caches."
+    )
+    offline: bool = Field(
+        default=False, description="Never touch the network (geocoders, Overpass, model hubs)."
+    )
+    use_exif_gps: bool = Field(default=True, description="Trust a valid EXIF GPS point as the answer.")
+    max_image_pixels: int = Field(
+        default=250_000_000, ge=1, description="Refuse images above this many pixels."
+    )
+    max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Refuse files above this size.")
+    min_probability: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="Below this, say 'insufficient evidence' instead of guessing.",
+    )
+    max_candidates: int = Field(default=10, ge=1)
+    distance: Literal["geodesic", "sphere"] = "geodesic"
+    ocr: OCRSettings = Field(default_factory=OCRSettings)
+    langid: LangIDSettings = Field(default_factory=LangIDSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    vlm: VLMSettings = Field(default_factory=VLMSettings)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls, _config_file_var.get()))
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with ``overrides`` applied on top (nested sections merge key by key), validated."""
+        clean = _drop_none(overrides)
+        if not clean:
+            return self
+        try:
+            return type(self).model_validate(_deep_merge(self.model_dump(), clean))
+        except ValidationError as exc:
+            raise ConfigError(_describe_validation(exc, None)) from exc
+
+    def fingerprint(self) -> str:
+        """A short hash of the settings that change answers (paths and secrets excluded)."""
+        data = self.model_dump(mode="json", exclude={"cache_dir"})
+        data["vlm"].pop("api_key", None)
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def find_config_file(explicit: str | Path | None = None) -> Path | None:
+    """The config file to read, by the precedence in the module docstring (None if there is none)."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser()
+    for candidate in (Path.cwd() / "geosleuth.toml", Path.home() / ".config" / "geosleuth" / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from flags (``overrides``), environment, config file and defaults, in that order.
+
+    ``None`` values in ``overrides`` mean "not given" and are dropped, so CLI options can be passed
+    straight through. Nested sections are given as dicts and merge with lower layers key by key.
+    """
+    path = find_config_file(config_file)
+    token = _config_file_var.set(path)
+    try:
+        clean = _drop_none(overrides)
+        lower = Settings()  # env + file + defaults: needed so a partial nested flag does not erase them
+        merged = _deep_merge(lower.model_dump(exclude_unset=True), clean) if clean else {}
+        return Settings(**merged) if clean else lower
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation(exc, path)) from exc
+    finally:
+        _config_file_var.reset(token)
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            sub = _drop_none(v)
+            if sub:
+                out[k] = sub
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _describe_validation(exc: ValidationError, path: Path | None) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
+        value = err.get("input")
+        parts.append(f"setting {loc!r} = {value!r}: {err['msg']} (set by a flag, ${env}, or the config file)")
+    where = f" (config file: {path})" if path else ""
+    return "invalid settings" + where + ": " + "; ".join(parts)

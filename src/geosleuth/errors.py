@@ -1,0 +1,71 @@
+"""Typed errors. Each subclasses a built-in so callers can catch either, and each message names
+the input, the offending value and the fix."""
+
+from __future__ import annotations
+
+
+class GeoSleuthError(Exception):
+    """Base class of every error geosleuth raises on purpose."""
+
+
+# --- input images -------------------------------------------------------------------------------
+
+
+class ImageInputError(GeoSleuthError, ValueError):
+    """An input could not be used as a photo. ``source`` names it (a path, ``<stdin>`` or ``<bytes>``)."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        self.reason = message
+        super().__init__(f"{source}: {message}")
+
+
+class ImageNotFoundError(ImageInputError, FileNotFoundError):
+    """The path does not exist."""
+
+
+class NotAFileError(ImageInputError, IsADirectoryError):
+    """The path is a directory (or another non-regular file) where an image file was expected."""
+
+
+class EmptyImageError(ImageInputError):
+    """The file has zero bytes."""
+
+
+class NotAnImageError(ImageInputError):
+    """The bytes are not an image in any format we can identify."""
+
+
+class UnsupportedFormatError(ImageInputError):
+    """A recognised format that geosleuth cannot decode (PDF, SVG, camera RAW, ...)."""
+
+
+class CorruptImageError(ImageInputError):
+    """The file claims to be an image but is truncated or damaged."""
+
+
+class ImageTooLargeError(ImageInputError):
+    """The image declares more pixels than the configured limit (a decompression bomb, or a huge scan)."""
+
+
+# --- configuration and optional parts -----------------------------------------------------------
+
+
+class ConfigError(GeoSleuthError, ValueError):
+    """Settings could not be read or are invalid."""
+
+
+class MissingDependencyError(GeoSleuthError, ImportError):
+    """An optional dependency is not installed. The message names the extra that provides it."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{purpose} needs the Python package {package!r}, which is not installed. "
+            f"Install it with: pip install 'geosleuth[{extra}]'"
+        )
+
+
+class EngineUnavailableError(GeoSleuthError, RuntimeError):
+    """A configured engine (OCR, language ID, ...) cannot run here; the message says how to enable it."""

@@ -1,0 +1,282 @@
+"""The typed vocabulary every layer speaks: coordinates, evidence, candidates and predictions.
+
+All models round-trip through JSON (``Model.model_validate_json(m.model_dump_json()) == m``).
+Models that a program produces are strict (validated ranges, no extra fields); field descriptions
+double as the JSON schema that later layers send to a VLM.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_STRICT = ConfigDict(extra="forbid", frozen=False, ser_json_inf_nan="strings")
+
+
+class LatLon(BaseModel):
+    """A WGS-84 point in decimal degrees. Latitude first, always named, never a bare tuple."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lat: float = Field(ge=-90.0, le=90.0, description="Latitude in decimal degrees, north positive.")
+    lon: float = Field(ge=-180.0, le=180.0, description="Longitude in decimal degrees, east positive.")
+
+    @field_validator("lat", "lon")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"coordinate must be a finite number, got {v!r}")
+        return float(v)
+
+    def __str__(self) -> str:
+        return f"{self.lat:.5f}, {self.lon:.5f}"
+
+    def dms(self) -> str:
+        """Degrees, minutes, seconds, as people write them: 48°51'28.2"N 2°17'49.2"E."""
+
+        def part(value: float, pos: str, neg: str) -> str:
+            hemi = pos if value >= 0 else neg
+            value = abs(value)
+            d = int(value)
+            m_float = (value - d) * 60
+            m = int(m_float)
+            s = (m_float - m) * 60
+            if round(s, 1) >= 60.0:
+                s, m = 0.0, m + 1
+            if m >= 60:
+                m, d = m - 60, d + 1
+            return f"{d}°{m:02d}'{s:04.1f}\"{hemi}"
+
+        return f"{part(self.lat, 'N', 'S')} {part(self.lon, 'E', 'W')}"
+
+
+# --- regions an evidence item can imply ---------------------------------------------------------
+
+
+class CircleRegion(BaseModel):
+    """Everything within ``radius_km`` of ``center``."""
+
+    model_config = _STRICT
+    kind: Literal["circle"] = "circle"
+    center: LatLon
+    radius_km: float = Field(gt=0)
+
+
+class BoxRegion(BaseModel):
+    """A latitude/longitude box. ``west > east`` means the box crosses the antimeridian.
+    A band of longitudes (implied by a UTC offset) is a box from the south to the north pole."""
+
+    model_config = _STRICT
+    kind: Literal["box"] = "box"
+    south: float = Field(ge=-90, le=90)
+    north: float = Field(ge=-90, le=90)
+    west: float = Field(ge=-180, le=180)
+    east: float = Field(ge=-180, le=180)
+
+    def contains(self, point: LatLon) -> bool:
+        if not (self.south <= point.lat <= self.north):
+            return False
+        if self.west <= self.east:
+            return self.west <= point.lon <= self.east
+        return point.lon >= self.west or point.lon <= self.east
+
+
+Region = Annotated[CircleRegion | BoxRegion, Field(discriminator="kind")]
+
+
+# --- places -------------------------------------------------------------------------------------
+
+
+class Place(BaseModel):
+    """A reverse-geocoded place: the nearest populated place of the offline gazetteer."""
+
+    model_config = _STRICT
+    name: str = Field(description="Nearest populated place.")
+    admin1: str | None = Field(default=None, description="First-level subdivision (state, region).")
+    admin2: str | None = Field(default=None, description="Second-level subdivision (county, district).")
+    country_code: str = Field(description="ISO 3166-1 alpha-2 code.")
+    country: str = Field(description="Country name in English.")
+    continent_code: str | None = None
+    continent: str | None = None
+    distance_km: float = Field(ge=0, description="Distance from the point to the named place.")
+    on_land: bool | None = Field(default=None, description="Whether the point is on land (1 km grid).")
+
+    def short(self) -> str:
+        parts = [self.name]
+        if self.admin1 and self.admin1 != self.name:
+            parts.append(self.admin1)
+        parts.append(self.country)
+        return ", ".join(parts)
+
+
+# --- evidence -----------------------------------------------------------------------------------
+
+
+class EvidenceKind(StrEnum):
+    GPS = "gps"
+    ALTITUDE = "altitude"
+    BEARING = "bearing"
+    TIMESTAMP = "timestamp"
+    UTC_OFFSET = "utc-offset"
+    CAMERA = "camera"
+    TEXT = "text"
+    LANGUAGE = "language"
+    SCRIPT = "script"
+    PLACE_NAME = "place-name"
+    COUNTRY_NAME = "country-name"
+    POSTCODE = "postcode"
+    PHONE = "phone"
+    DOMAIN = "domain"
+    CURRENCY = "currency"
+    STREET_TYPE = "street-type"
+    CONSISTENCY = "consistency"
+    PROMPT_INJECTION = "prompt-injection"
+
+
+class Evidence(BaseModel):
+    """One observation a tool made, and what it implies about the location."""
+
+    model_config = _STRICT
+    id: str = Field(description="Stable id within one prediction, e.g. 'exif.gps' or 'clue.3'.")
+    tool: str = Field(description="The tool that observed it: exif, ocr, langid, clues, ...")
+    kind: EvidenceKind
+    value: str = Field(description="What was observed, as a person would read it.")
+    weight: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="How much it should count: the chance the clue is genuine and informative.",
+    )
+    point: LatLon | None = Field(default=None, description="A point it implies, if any.")
+    region: Region | None = Field(default=None, description="A region it implies, if any.")
+    countries: dict[str, float] = Field(
+        default_factory=dict,
+        description="Countries it implies: ISO 3166-1 alpha-2 code -> relative likelihood in (0, 1], 1 = best.",
+    )
+    usable: bool = Field(default=True, description="False when the value is broken and must not be used.")
+    reason: str | None = Field(default=None, description="Why it is not usable, or a caveat.")
+    details: dict[str, Any] = Field(default_factory=dict, description="Raw values behind the observation.")
+
+    @field_validator("countries")
+    @classmethod
+    def _check_countries(cls, v: dict[str, float]) -> dict[str, float]:
+        for code, like in v.items():
+            if len(code) != 2 or not code.isalpha() or not code.isupper():
+                raise ValueError(f"country codes must be ISO alpha-2 in capitals, got {code!r}")
+            if not (0.0 < like <= 1.0):
+                raise ValueError(f"likelihood for {code} must be in (0, 1], got {like!r}")
+        return v
+
+    def top_countries(self, n: int = 5) -> list[str]:
+        return [c for c, _ in sorted(self.countries.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+# --- candidates and predictions -----------------------------------------------------------------
+
+
+class CandidateSource(StrEnum):
+    EXIF = "exif"
+    TEXT_CLUE = "text-clue"
+    GAZETTEER = "gazetteer"
+    GALLERY = "gallery"
+    NEIGHBOUR = "neighbour"
+    VLM = "vlm"
+    TOOL = "tool"
+
+
+class Granularity(StrEnum):
+    EXACT = "exact"
+    CITY = "city"
+    REGION = "region"
+    COUNTRY = "country"
+    CONTINENT = "continent"
+
+
+class Candidate(BaseModel):
+    """A possible location, from any source, with its score and calibrated-as-we-can probability."""
+
+    model_config = _STRICT
+    point: LatLon
+    source: CandidateSource
+    label: str = Field(description="What the candidate stands for, e.g. 'Paris (place named in the image)'.")
+    granularity: Granularity
+    score: float = Field(description="Unnormalised log-score used for ranking.")
+    probability: float = Field(ge=0.0, le=1.0, description="Probability that this is the right answer.")
+    radius_km: float = Field(ge=0.0, description="Radius holding about 80% of the candidate's uncertainty.")
+    place: Place | None = None
+    evidence_ids: list[str] = Field(default_factory=list, description="Evidence that supports it.")
+    notes: list[str] = Field(default_factory=list, description="Why it was promoted or demoted.")
+
+
+class StageStatus(StrEnum):
+    RAN = "ran"
+    SKIPPED = "skipped"
+    UNAVAILABLE = "unavailable"
+    FAILED = "failed"
+
+
+class StageReport(BaseModel):
+    """What one pipeline stage did. Every stage, run or not, gets one, so a reader knows what is missing."""
+
+    model_config = _STRICT
+    name: str
+    status: StageStatus
+    detail: str = ""
+    engine: str | None = None
+    seconds: float = Field(default=0.0, ge=0.0)
+
+
+class ConfidenceLevel(StrEnum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    NONE = "none"
+
+
+class Provenance(BaseModel):
+    model_config = _STRICT
+    geosleuth_version: str
+    python: str
+    created_at: datetime
+    packages: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict)
+    config_hash: str
+
+
+class Prediction(BaseModel):
+    """The answer for one image: the best candidate (or none), the alternatives, and why."""
+
+    model_config = _STRICT
+    source: str = Field(description="The path, '<stdin>' or '<bytes>' the image came from.")
+    status: Literal["located", "insufficient_evidence"]
+    basis: Literal["exif-gps", "evidence"] | None = Field(
+        default=None, description="What the best answer rests on: camera GPS metadata or inferred evidence."
+    )
+    best: Candidate | None
+    candidates: list[Candidate]
+    confidence: float = Field(ge=0.0, le=1.0)
+    confidence_level: ConfidenceLevel
+    evidence: list[Evidence]
+    explanation: str
+    missing: list[str] = Field(
+        default_factory=list, description="Evidence that was looked for and not found."
+    )
+    warnings: list[str] = Field(default_factory=list)
+    stages: list[StageReport]
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage and in total.")
+    provenance: Provenance
+
+    def stage(self, name: str) -> StageReport | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+
+class LocateError(BaseModel):
+    """A failed input in batch mode: the source and one readable line."""
+
+    model_config = _STRICT
+    source: str
+    error: str
+    error_type: str

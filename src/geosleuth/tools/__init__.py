@@ -1,0 +1,1 @@
+"""Evidence tools: image loading, EXIF, OCR, language/script identification, text clues."""

@@ -1,0 +1,125 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import FIXTURES, fixture
+from geosleuth.cli import app
+
+runner = CliRunner()
+
+
+def run(*args, input=None):
+    return runner.invoke(app, ["locate", *args], input=input)
+
+
+def test_locate_prints_a_readable_answer():
+    res = run(str(fixture("exif_gps.jpg")), "--ocr", "none")
+    assert res.exit_code == 0, res.output
+    assert "Paris, Ile-de-France, France" in res.stdout
+    assert "from EXIF GPS metadata" in res.stdout
+    assert "retrieval unavailable" in res.stdout and "vlm       unavailable" in res.stdout
+
+
+def test_locate_json_is_a_prediction():
+    res = run(str(fixture("sign_fr_paris.jpg")), "--json")
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert data["status"] == "located" and data["best"]["place"]["name"] == "Paris"
+    assert {s["name"] for s in data["stages"]} >= {"exif", "ocr", "retrieval", "vlm"}
+
+
+def test_too_little_evidence_is_said_plainly():
+    res = run(str(fixture("blank.jpg")))
+    assert res.exit_code == 0
+    assert "Too little evidence" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "name,words",
+    [
+        ("missing.jpg", "no such file"),
+        ("empty.jpg", "empty"),
+        ("not_an_image.jpg", "not an image"),
+        ("truncated.jpg", "truncated"),
+        ("bomb.png", "decompression bomb"),
+        ("document.pdf", "PDF"),
+        ("icon.ico", "not supported"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(name, words):
+    res = run(str(FIXTURES / name))
+    assert res.exit_code == 1
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geosleuth: error: ") and words in lines[0]
+    assert "Traceback" not in res.output
+
+
+def test_folder_batch_continues_past_bad_files(tmp_path):
+    for name in ("exif_gps.jpg", "exif_gps_south_west.jpg", "not_an_image.jpg", "empty.jpg"):
+        (tmp_path / name).write_bytes(fixture(name).read_bytes())
+    (tmp_path / "notes.txt").write_text("not an image, and not named like one")
+    res = run(str(tmp_path), "--json", "--ocr", "none")
+    assert res.exit_code == 1  # some inputs failed
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(records) == 4
+    ok = [r for r in records if "status" in r]
+    bad = [r for r in records if "error" in r]
+    assert len(ok) == 2 and len(bad) == 2
+    assert "2 located" in res.stderr and "1 non-image files skipped" in res.stderr
+
+
+def test_stdin():
+    res = run("-", "--json", "--ocr", "none", input=fixture("exif_gps_south_west.jpg").read_bytes())
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert data["source"] == "<stdin>" and data["best"]["point"]["lat"] < 0
+
+
+def test_ignore_exif_gps_flag():
+    res = run(str(fixture("exif_gps.jpg")), "--ignore-exif-gps", "--ocr", "none", "--json")
+    assert json.loads(res.stdout)["basis"] != "exif-gps"
+
+
+def test_bad_settings_exit_2(monkeypatch):
+    monkeypatch.setenv("GEOSLEUTH_MIN_PROBABILITY", "lots")
+    res = run(str(fixture("exif_gps.jpg")))
+    assert res.exit_code == 2 and "min_probability" in res.stderr and "Traceback" not in res.output
+
+
+def test_config_show():
+    res = runner.invoke(app, ["config", "show"])
+    assert res.exit_code == 0 and "[ocr]" in res.stdout and "precedence" in res.stdout
+    res = runner.invoke(app, ["config", "show", "--json"])
+    assert json.loads(res.stdout)["use_exif_gps"] is True
+
+
+def test_real_subprocess_and_fast_help():
+    env = dict(os.environ)
+    out = subprocess.run(
+        [sys.executable, "-m", "geosleuth.cli", "locate", str(fixture("exif_gps.heic")), "--ocr", "none"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in out.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "geosleuth.cli", "locate", str(FIXTURES)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert bad.returncode == 1  # the fixtures folder holds broken files on purpose
+    assert "Traceback" not in bad.stderr
+    # --help must not import the heavy stages
+    code = "import sys, geosleuth.cli; assert 'geosleuth.agents.pipeline' not in sys.modules; assert 'numpy' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

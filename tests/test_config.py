@@ -1,0 +1,76 @@
+import pytest
+
+from geosleuth.config import find_config_file, load_settings
+from geosleuth.errors import ConfigError
+
+
+def test_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GEOSLEUTH_CONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert find_config_file() is None
+    s = load_settings()
+    assert s.use_exif_gps is True and s.ocr.engine == "auto" and s.vlm.base_url is None
+
+
+def test_precedence_flags_over_env_over_file_over_defaults(tmp_path, monkeypatch):
+    cfg = tmp_path / "geosleuth.toml"
+    cfg.write_text(
+        'min_probability = 0.4\nmax_candidates = 7\n[ocr]\nengine = "tesseract"\nmax_side = 1000\n'
+    )
+    monkeypatch.setenv("GEOSLEUTH_MIN_PROBABILITY", "0.5")
+    monkeypatch.setenv("GEOSLEUTH_OCR__ENGINE", "rapidocr")
+    s = load_settings(cfg)
+    assert s.max_candidates == 7  # file beats default
+    assert s.min_probability == 0.5  # env beats file
+    assert s.ocr.engine == "rapidocr" and s.ocr.max_side == 1000  # nested: env key wins, file key kept
+    s = load_settings(cfg, min_probability=0.6, ocr={"engine": "none"})
+    assert s.min_probability == 0.6 and s.ocr.engine == "none"  # flags beat env
+    assert s.ocr.max_side == 1000  # a partial nested flag does not erase the file's other keys
+    assert load_settings(cfg, min_probability=None).min_probability == 0.5  # None means "flag not given"
+
+
+def test_config_file_found_by_env_and_cwd(tmp_path, monkeypatch):
+    cfg = tmp_path / "custom.toml"
+    cfg.write_text("max_candidates = 3\n")
+    monkeypatch.setenv("GEOSLEUTH_CONFIG", str(cfg))
+    assert load_settings().max_candidates == 3
+    monkeypatch.delenv("GEOSLEUTH_CONFIG")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "geosleuth.toml").write_text("max_candidates = 4\n")
+    assert load_settings().max_candidates == 4
+
+
+def test_bad_settings_name_the_key_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOSLEUTH_OCR__ENGINE", "magic")
+    with pytest.raises(ConfigError, match=r"ocr\.engine.*'magic'.*GEOSLEUTH_OCR__ENGINE"):
+        load_settings()
+    monkeypatch.delenv("GEOSLEUTH_OCR__ENGINE")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("min_probabilty = 0.3\n")  # typo
+    with pytest.raises(ConfigError, match="min_probabilty"):
+        load_settings(bad)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("this is = = not toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(broken)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_overrides_and_fingerprint():
+    base = load_settings()
+    other = base.with_overrides(use_exif_gps=False)
+    assert other.use_exif_gps is False and base.use_exif_gps is True
+    assert other.fingerprint() != base.fingerprint()
+    assert base.with_overrides(cache_dir="/elsewhere").fingerprint() == base.fingerprint()
+    with pytest.raises(ConfigError, match="min_probability"):
+        base.with_overrides(min_probability=3)
+
+
+def test_secrets_are_not_in_the_fingerprint_or_repr(monkeypatch):
+    monkeypatch.setenv("GEOSLEUTH_VLM__API_KEY", "sk-very-secret")
+    s = load_settings()
+    assert s.vlm.api_key is not None and s.vlm.api_key.get_secret_value() == "sk-very-secret"
+    assert "sk-very-secret" not in repr(s)
+    assert s.fingerprint() == load_settings(vlm={"api_key": "other"}).fingerprint()

@@ -1,0 +1,102 @@
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import fixture
+from geosleuth.config import OCRSettings
+from geosleuth.errors import EngineUnavailableError
+from geosleuth.tools.image import open_image
+from geosleuth.tools.ocr import make_ocr_engine
+from geosleuth.tools.ocr.base import TextLine, group_lines, merge_into_lines
+
+HAS_TESSERACT = shutil.which("tesseract") is not None
+
+
+def tesseract_langs() -> set[str]:
+    if not HAS_TESSERACT:
+        return set()
+    out = subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True, check=False)
+    return set(out.stdout.split()[1:]) if out.returncode == 0 else set()
+
+
+needs_tesseract = pytest.mark.skipif(
+    not HAS_TESSERACT, reason="tesseract is not installed (apt-get install tesseract-ocr)"
+)
+
+
+def read(engine_name: str, name: str) -> list[str]:
+    engine = make_ocr_engine(OCRSettings(engine=engine_name))
+    return [ln.text for ln in engine.read([open_image(fixture(name)).rgb])[0].lines]
+
+
+def test_rapidocr_reads_a_sign_as_lines():
+    lines = read("rapidocr", "sign_fr_paris.jpg")
+    assert len(lines) == 2 and lines[0] == "Rue de Rivoli"
+    assert lines[1].replace(" ", "") == "75001Paris"  # PP-OCR sometimes drops the space
+
+
+def test_rapidocr_reads_han_and_keeps_line_readings_for_numbers():
+    engine = make_ocr_engine(OCRSettings(engine="rapidocr"))
+    result = engine.read([open_image(fixture("shop_es_phone.jpg")).rgb])[0]
+    phone_line = next(ln for ln in result.lines if "Tel" in ln.text)
+    readings = [phone_line.text, *phone_line.alternatives]
+    assert any("915" in r.replace(" ", "") for r in readings)
+    han = read("rapidocr", "sign_ja_tokyo.jpg")
+    assert any("新宿" in t for t in han)
+
+
+@needs_tesseract
+@pytest.mark.skipif("deu" not in tesseract_langs(), reason="tesseract-ocr-deu is not installed")
+def test_hybrid_keeps_diacritics():
+    lines = read("hybrid", "sign_de_berlin.jpg")
+    assert "Königstraße" in lines
+
+
+@needs_tesseract
+@pytest.mark.skipif("jpn" not in tesseract_langs(), reason="tesseract-ocr-jpn is not installed")
+def test_hybrid_reads_kana():
+    lines = read("hybrid", "sign_ja_tokyo.jpg")
+    assert any("しんじゅく" in t for t in lines)
+
+
+@needs_tesseract
+def test_tesseract_engine_alone():
+    lines = read("tesseract", "sign_fr_paris.jpg")
+    assert any("Paris" in t for t in lines)
+
+
+def test_no_text_no_lines():
+    assert read("rapidocr", "blank.jpg") == []
+
+
+def test_engine_selection_and_errors(monkeypatch):
+    assert make_ocr_engine(OCRSettings(engine="none")) is None
+    auto = make_ocr_engine(OCRSettings(engine="auto"))
+    assert auto.name == ("rapidocr+tesseract" if HAS_TESSERACT else "rapidocr")
+    with pytest.raises(EngineUnavailableError, match="apt-get install tesseract-ocr"):
+        make_ocr_engine(OCRSettings(engine="tesseract", tesseract_cmd="no-such-tesseract"))
+
+
+def box_line(text: str, x0: float, y0: float, x1: float, y1: float) -> TextLine:
+    return TextLine(text=text, confidence=0.9, box=(x0, y0, x1, y1))
+
+
+def test_words_merge_into_lines_left_to_right():
+    words = [
+        box_line("Rivoli", 152, 12, 250, 40),
+        box_line("Rue", 10, 10, 80, 40),
+        box_line("de", 95, 11, 140, 41),
+        box_line("75001", 10, 70, 110, 100),
+        box_line("Paris", 125, 71, 210, 99),
+        box_line("far away", 900, 70, 1000, 100),  # same height, big gap: another line
+    ]
+    lines = merge_into_lines(words)
+    assert [ln.text for ln in lines] == ["Rue de Rivoli", "75001 Paris", "far away"]
+    assert lines[0].box == (10, 10, 250, 41)
+
+
+def test_group_lines_does_not_mix_sizes():
+    # A big title above small print that overlaps it vertically is not one line.
+    boxes = [(0, 0, 200, 100), (210, 60, 260, 80)]
+    assert group_lines(boxes) == [[0], [1]]
