@@ -138,3 +138,26 @@ def test_missing_ocr_engine_is_reported_not_raised(settings, gazetteer, monkeypa
     ocr = pred.stage("ocr")
     assert ocr.status == StageStatus.UNAVAILABLE and "apt-get install tesseract-ocr" in ocr.detail
     assert pred.status == "insufficient_evidence"
+
+
+def test_text_that_agrees_with_gps_is_noted(locator, tmp_path):
+    # GPS at the Eiffel Tower and a sign naming Paris: the agreement is recorded for the analyst.
+    import piexif
+
+    img = Image.open(fixture("sign_fr_paris.jpg"))
+    exif = piexif.dump(
+        {
+            "GPS": {
+                piexif.GPSIFD.GPSLatitudeRef: b"N",
+                piexif.GPSIFD.GPSLatitude: ((48, 1), (51, 1), (3013, 100)),
+                piexif.GPSIFD.GPSLongitudeRef: b"E",
+                piexif.GPSIFD.GPSLongitude: ((2, 1), (17, 1), (4012, 100)),
+            }
+        }
+    )
+    path = tmp_path / "agree.jpg"
+    img.save(path, exif=exif)
+    pred = locator.locate(path)
+    check = next(e for e in pred.evidence if e.id == "check.gps-vs-text")
+    assert "agree" in check.value and check.details["distance_km"] < 10
+    assert not pred.warnings

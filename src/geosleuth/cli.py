@@ -269,7 +269,8 @@ def _render(out: Console, p: Prediction) -> None:
     if p.evidence:
         out.print("  Evidence:")
         for e in p.evidence:
-            mark = "[red]✗[/]" if not e.usable else ("[green]✓[/]" if e.weight > 0 else "·")
+            # ✓ counted, · informational or too weak to matter, ✗ rejected (with the reason)
+            mark = "[red]✗[/]" if not e.usable else ("[green]✓[/]" if e.weight >= 0.1 else "·")
             extra = f"  [dim]({escape(e.reason)})[/]" if e.reason else ""
             out.print(f"    {mark} {e.tool:<8} {escape(e.value)}{extra}")
     if p.missing:

@@ -46,7 +46,7 @@ from geosleuth.schemas import LatLon, Place
 
 log = logging.getLogger(__name__)
 
-INDEX_SCHEMA = 5
+INDEX_SCHEMA = 6
 # A GeoNames alternate name shorter than this (after normalisation) is too ambiguous to index,
 # except in scripts without spaces (Han, kana, Hangul, Thai) where two characters can name a city.
 MIN_KEY_LEN = 3
@@ -586,30 +586,35 @@ def _cldr_languages() -> dict[str, dict[str, tuple[float, str | None]]]:
     return out
 
 
+# Languages whose names for every country are indexed; besides these, each country's name is indexed
+# in its own official languages ("Deutschland", "Polska", "日本"). Indexing every CLDR locale for every
+# country turns common words into countries ("Poole" is Poland in some language).
+WORLD_LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "ru", "zh", "ja", "ko", "ar")
+
+
 def _country_names(
     codes: Iterable[str], cldr_langs: dict[str, dict[str, tuple[float, str | None]]]
 ) -> set[tuple[str, str]]:
-    """(normalised name, code) for every country in English and in every language official somewhere."""
+    """(normalised name, code): every country in the world languages, and each in its own languages."""
     from babel import Locale, UnknownLocaleError
 
-    locales = {"en"}
-    for langs in cldr_langs.values():
-        for lang, (_, status) in langs.items():
-            if status in ("official", "de_facto_official", "official_regional"):
-                locales.add(lang)
     codes = set(codes)
+    wanted: dict[str, set[str]] = {lang: set(codes) for lang in WORLD_LANGUAGES}
+    for code in codes:
+        for lang, (_, status) in cldr_langs.get(code, {}).items():
+            if status in ("official", "de_facto_official", "official_regional"):
+                wanted.setdefault(lang, set()).add(code)
     pairs: set[tuple[str, str]] = set()
-    for loc in sorted(locales):
+    for loc, for_codes in sorted(wanted.items()):
         try:
             territories = Locale.parse(loc).territories
         except (UnknownLocaleError, ValueError):
             continue
         for code, name in territories.items():
-            if code in codes:
+            if code in for_codes:
                 key = name_key(name)
-                dense = has_dense_script(key)
-                # Four letters at least in alphabetic scripts: shorter names ("Iran" aside) collide with words.
-                if key_is_indexable(key) and (dense or len(key) >= 4):
+                # Four letters at least in alphabetic scripts: shorter names collide with words.
+                if key_is_indexable(key) and (has_dense_script(key) or len(key) >= 4):
                     pairs.add((key, code))
     return pairs
 

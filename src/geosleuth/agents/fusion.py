@@ -6,9 +6,11 @@ stated plainly so an analyst can check it:
 * A prior over countries proportional to the square root of their population (a compromise between
   "every country alike" and "where people are").
 * Each clue i with weight w_i (how far to trust it) and relative likelihoods l_i(c) over countries
-  adds ``w_i * log l_i(c)`` to country c's log-score (log-linear pooling), with l_i(c) = 0.001 for
-  countries it does not name: a clue of weight 0.5 makes a named country ~30x likelier than an
-  unnamed one, a clue of weight 0.9 ~500x. Clues that all come from the language of the text
+  adds ``w_i * log l_i(c)`` to country c's log-score (log-linear pooling). For countries a clue does
+  not name, l_i(c) is a floor that says how often such a clue shows up elsewhere: 0.001 for phone
+  codes, postcodes, languages and scripts (a clue of weight 0.5 then makes a named country ~30x
+  likelier), but 0.02 for place names (brands, destinations and restaurants borrow city names) and
+  0.05 for country names (product origins, destinations). Clues that all come from the language of the text
   (language, script, street words) are one family: the strongest counts fully, the next 30%, the
   next 9%, so one French sign is not counted three times.
 * Place names split their country's probability between the named places (by population, adjusted
@@ -46,6 +48,13 @@ from geosleuth.tools.clues import PlaceMatch
 from geosleuth.tools.exif import ExifReport, format_offset
 
 OFF_LIST_LIKELIHOOD = 0.001
+OFF_LIST_BY_KIND = {
+    EvidenceKind.PLACE_NAME: 0.02,
+    EvidenceKind.COUNTRY_NAME: 0.05,
+    EvidenceKind.CURRENCY: 0.01,
+    EvidenceKind.DOMAIN: 0.005,
+    EvidenceKind.UTC_OFFSET: 0.01,
+}
 CORRELATED_DISCOUNT = 0.3
 CLUSTER_KM = 25.0
 LANGUAGE_FAMILY = {EvidenceKind.LANGUAGE, EvidenceKind.SCRIPT, EvidenceKind.STREET_TYPE}
@@ -98,10 +107,11 @@ class EvidenceFusion:
         for members in families.values():
             members.sort(key=lambda e: -e.weight)
             for rank, e in enumerate(members):
-                like = np.full(len(codes), OFF_LIST_LIKELIHOOD)
+                floor = OFF_LIST_BY_KIND.get(e.kind, OFF_LIST_LIKELIHOOD)
+                like = np.full(len(codes), floor)
                 for c, v in e.countries.items():
                     if c in idx:
-                        like[idx[c]] = max(v, OFF_LIST_LIKELIHOOD)
+                        like[idx[c]] = max(v, floor)
                 logp += (CORRELATED_DISCOUNT**rank) * e.weight * np.log(like)
             strength += members[0].weight
         logp -= logp.max()
@@ -135,7 +145,7 @@ class EvidenceFusion:
                 evidence_ids=["exif.gps"],
                 notes=[gps_ev.reason] if gps_ev.reason else [],
             )
-            extra, warnings = self._check_gps(gps_cand, exif, country_p, strength)
+            extra, warnings = self._check_gps(gps_cand, exif, country_p, strength, candidates)
             candidates = [gps_cand, *candidates]
             self._attach_places(candidates[: s.max_candidates])
             best = candidates[0]
@@ -285,10 +295,35 @@ class EvidenceFusion:
     # -- checks against a GPS answer --
 
     def _check_gps(
-        self, gps: Candidate, exif: ExifReport, country_p: dict[str, float], strength: float
+        self,
+        gps: Candidate,
+        exif: ExifReport,
+        country_p: dict[str, float],
+        strength: float,
+        text_candidates: list[Candidate],
     ) -> tuple[list[Evidence], list[str]]:
         extra: list[Evidence] = []
         warnings: list[str] = []
+        named = [c for c in text_candidates if c.source == CandidateSource.TEXT_CLUE]
+        if named:
+            dists = [
+                float(haversine_km(gps.point.lat, gps.point.lon, c.point.lat, c.point.lon)) for c in named
+            ]
+            i = int(np.argmin(dists))
+            if dists[i] <= max(25.0, 2 * named[i].radius_km):
+                name = named[i].label.split(" (")[0]
+                text = f"text in the image names {name}, {dists[i]:.1f} km from the GPS position: picture and metadata agree"
+                gps.notes.append(text)
+                extra.append(
+                    Evidence(
+                        id="check.gps-vs-text",
+                        tool="verifier",
+                        kind=EvidenceKind.CONSISTENCY,
+                        value=text,
+                        weight=0.0,
+                        details={"place": name, "distance_km": round(dists[i], 2)},
+                    )
+                )
         if exif.utc_offset_minutes is not None and exif.local_time is not None:
             tz = self.gaz.timezone_at(gps.point)
             expected = self.gaz.utc_offset_minutes(tz, exif.local_time) if tz else None
@@ -319,7 +354,7 @@ class EvidenceFusion:
                 if not ok:
                     gps.notes.append(text)
                     warnings.append(text)
-        if strength >= 0.5:
+        if strength >= 0.5 and not any(e.id == "check.gps-vs-text" for e in extra):
             place = self.gaz.reverse_one(gps.point)
             p_here = country_p.get(place.country_code, 0.0)
             top_c, top_p = max(country_p.items(), key=lambda kv: kv[1])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -41,6 +41,7 @@ from geosleuth.tools.ocr import OCREngine, make_ocr_engine
 log = logging.getLogger(__name__)
 
 ImageSource = str | Path | bytes | Image.Image
+T = TypeVar("T")
 
 _PROVENANCE_PACKAGES = (
     "pillow",
@@ -73,19 +74,23 @@ def build_deps(settings: Settings | None = None, *, gazetteer: Gazetteer | None 
     the pipeline then reports their stage as unavailable with the fix."""
     settings = settings or load_settings()
     deps = Deps(settings=settings, gazetteer=gazetteer or Gazetteer(settings.cache_dir))
-    try:
-        deps.ocr = make_ocr_engine(settings.ocr)
-        if deps.ocr is None:
-            deps.ocr_unavailable = "OCR is turned off (ocr.engine = 'none')"
-    except (EngineUnavailableError, MissingDependencyError) as exc:
-        deps.ocr_unavailable = str(exc)
-    try:
-        deps.langid = make_language_identifier(settings.langid)
-        if deps.langid is None:
-            deps.langid_unavailable = "language identification is turned off (langid.engine = 'none')"
-    except (EngineUnavailableError, MissingDependencyError) as exc:
-        deps.langid_unavailable = str(exc)
+    deps.ocr, deps.ocr_unavailable = _make_or_explain(
+        lambda: make_ocr_engine(settings.ocr), "OCR is turned off (ocr.engine = 'none')"
+    )
+    deps.langid, deps.langid_unavailable = _make_or_explain(
+        lambda: make_language_identifier(settings.langid),
+        "language identification is turned off (langid.engine = 'none')",
+    )
     return deps
+
+
+def _make_or_explain(factory: Callable[[], T | None], off: str) -> tuple[T | None, str | None]:
+    """The engine, or None and why: turned off, or not installed (with the fix)."""
+    try:
+        engine = factory()
+    except (EngineUnavailableError, MissingDependencyError) as exc:
+        return None, str(exc)
+    return engine, (off if engine is None else None)
 
 
 class _Stages:

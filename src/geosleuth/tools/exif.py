@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 
 TOOL = "exif"
 
+
+def _evidence(eid: str, kind: EvidenceKind, value: str, *, weight: float = 0.0, **kw: Any) -> Evidence:
+    """An observation of this tool (weight 0: recorded for the reader, not used to locate)."""
+    return Evidence(id=eid, tool=TOOL, kind=kind, value=value, weight=weight, **kw)
+
+
+def _rejected(eid: str, kind: EvidenceKind, value: str, reason: str, **kw: Any) -> Evidence:
+    """An observation that must not be used, with the reason."""
+    return Evidence(id=eid, tool=TOOL, kind=kind, value=value, weight=0.0, usable=False, reason=reason, **kw)
+
+
 # EXIF tag ids
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
 MAKE, MODEL, SOFTWARE, DATETIME = 0x010F, 0x0110, 0x0131, 0x0132
@@ -181,14 +192,11 @@ def read_exif(image: LoadedImage, gazetteer: Gazetteer) -> ExifReport:
         sub = dict(exif.get_ifd(EXIF_IFD))
     except Exception as exc:  # a malformed IFD must not lose the photo
         report.evidence.append(
-            Evidence(
-                id="exif.read",
-                tool=TOOL,
-                kind=EvidenceKind.CAMERA,
-                value="metadata block",
-                weight=0.0,
-                usable=False,
-                reason=f"the EXIF block could not be parsed ({exc})",
+            _rejected(
+                "exif.read",
+                EvidenceKind.CAMERA,
+                "metadata block",
+                f"the EXIF block could not be parsed ({exc})",
             )
         )
         report.missing.append("EXIF metadata is unreadable")
@@ -216,16 +224,7 @@ def _camera(report: ExifReport, exif: Image.Exif, sub: dict[int, Any]) -> None:
             details["software"] = _text(exif[SOFTWARE])
         if LENS_MODEL in sub:
             details["lens"] = _text(sub[LENS_MODEL])
-        report.evidence.append(
-            Evidence(
-                id="exif.camera",
-                tool=TOOL,
-                kind=EvidenceKind.CAMERA,
-                value=camera,
-                weight=0.0,
-                details=details,
-            )
-        )
+        report.evidence.append(_evidence("exif.camera", EvidenceKind.CAMERA, camera, details=details))
 
 
 def _gps(report: ExifReport, gps: dict[int, Any]) -> None:
@@ -236,14 +235,11 @@ def _gps(report: ExifReport, gps: dict[int, Any]) -> None:
         point, caveats = _parse_gps(gps)
     except _Bad as bad:
         report.evidence.append(
-            Evidence(
-                id="exif.gps",
-                tool=TOOL,
-                kind=EvidenceKind.GPS,
-                value="GPS position in metadata",
-                weight=0.0,
-                usable=False,
-                reason=str(bad),
+            _rejected(
+                "exif.gps",
+                EvidenceKind.GPS,
+                "GPS position in metadata",
+                str(bad),
                 details={
                     "raw": {
                         str(k): repr(v) for k, v in gps.items() if k in (G_LAT_REF, G_LAT, G_LON_REF, G_LON)
@@ -274,11 +270,10 @@ def _gps(report: ExifReport, gps: dict[int, Any]) -> None:
     report.gps = point
     report.gps_radius_km = radius
     report.evidence.append(
-        Evidence(
-            id="exif.gps",
-            tool=TOOL,
-            kind=EvidenceKind.GPS,
-            value=f"{point.dms()} ({point})",
+        _evidence(
+            "exif.gps",
+            EvidenceKind.GPS,
+            f"{point.dms()} ({point})",
             weight=weight,
             point=point,
             region=CircleRegion(center=point, radius_km=radius),
@@ -295,38 +290,24 @@ def _gps(report: ExifReport, gps: dict[int, Any]) -> None:
             alt = -alt if below else alt
             report.altitude_m = round(alt, 1)
             report.evidence.append(
-                Evidence(
-                    id="exif.altitude",
-                    tool=TOOL,
-                    kind=EvidenceKind.ALTITUDE,
-                    value=f"{alt:.0f} m {'below' if alt < 0 else 'above'} sea level",
-                    weight=0.0,
+                _evidence(
+                    "exif.altitude",
+                    EvidenceKind.ALTITUDE,
+                    f"{alt:.0f} m {('below' if alt < 0 else 'above')} sea level",
                     details={"altitude_m": round(alt, 2)},
                 )
             )
         except _Bad as bad:
-            report.evidence.append(
-                Evidence(
-                    id="exif.altitude",
-                    tool=TOOL,
-                    kind=EvidenceKind.ALTITUDE,
-                    value="altitude",
-                    weight=0.0,
-                    usable=False,
-                    reason=str(bad),
-                )
-            )
+            report.evidence.append(_rejected("exif.altitude", EvidenceKind.ALTITUDE, "altitude", str(bad)))
     if G_DIR in gps:
         try:
             bearing = _rational(gps[G_DIR], "GPSImgDirection") % 360.0
             ref = "magnetic" if _text(gps.get(G_DIR_REF, "")).upper() == "M" else "true"
             report.evidence.append(
-                Evidence(
-                    id="exif.bearing",
-                    tool=TOOL,
-                    kind=EvidenceKind.BEARING,
-                    value=f"camera facing {bearing:.0f}° ({ref} north)",
-                    weight=0.0,
+                _evidence(
+                    "exif.bearing",
+                    EvidenceKind.BEARING,
+                    f"camera facing {bearing:.0f}° ({ref} north)",
                     details={"bearing_deg": round(bearing, 1), "reference": ref},
                 )
             )
@@ -346,27 +327,15 @@ def _time(
             local = _parse_datetime(raw_local)
             report.local_time = local
             report.evidence.append(
-                Evidence(
-                    id="exif.time",
-                    tool=TOOL,
-                    kind=EvidenceKind.TIMESTAMP,
-                    value=f"taken {local:%Y-%m-%d %H:%M:%S} (camera clock, local time)",
-                    weight=0.0,
+                _evidence(
+                    "exif.time",
+                    EvidenceKind.TIMESTAMP,
+                    f"taken {local:%Y-%m-%d %H:%M:%S} (camera clock, local time)",
                     details={"local_time": local.isoformat()},
                 )
             )
         except _Bad as bad:
-            report.evidence.append(
-                Evidence(
-                    id="exif.time",
-                    tool=TOOL,
-                    kind=EvidenceKind.TIMESTAMP,
-                    value=_text(raw_local),
-                    weight=0.0,
-                    usable=False,
-                    reason=str(bad),
-                )
-            )
+            report.evidence.append(_rejected("exif.time", EvidenceKind.TIMESTAMP, _text(raw_local), str(bad)))
             report.missing.append("the capture time in the metadata is unusable")
 
     offset: int | None = None
@@ -378,15 +347,7 @@ def _time(
             source = "OffsetTimeOriginal tag"
         except _Bad as bad:
             report.evidence.append(
-                Evidence(
-                    id="exif.offset-tag",
-                    tool=TOOL,
-                    kind=EvidenceKind.UTC_OFFSET,
-                    value=_text(raw_offset),
-                    weight=0.0,
-                    usable=False,
-                    reason=str(bad),
-                )
+                _rejected("exif.offset-tag", EvidenceKind.UTC_OFFSET, _text(raw_offset), str(bad))
             )
 
     derived: int | None = None
@@ -415,15 +376,7 @@ def _time(
         offset, source = derived, "difference between camera clock and GPS time"
     if derived_problem and offset is None:
         report.evidence.append(
-            Evidence(
-                id="exif.offset-gps",
-                tool=TOOL,
-                kind=EvidenceKind.UTC_OFFSET,
-                value="UTC offset from GPS time",
-                weight=0.0,
-                usable=False,
-                reason=derived_problem,
-            )
+            _rejected("exif.offset-gps", EvidenceKind.UTC_OFFSET, "UTC offset from GPS time", derived_problem)
         )
     if offset is None:
         if not any(e.kind == EvidenceKind.UTC_OFFSET for e in report.evidence):
@@ -463,11 +416,10 @@ def _time(
         )
     band = f"; longitudes {region.west:.0f}° to {region.east:.0f}°" if region else ""
     report.evidence.append(
-        Evidence(
-            id="exif.offset",
-            tool=TOOL,
-            kind=EvidenceKind.UTC_OFFSET,
-            value=f"clock at UTC{format_offset(offset)} (from {source}){band}",
+        _evidence(
+            "exif.offset",
+            EvidenceKind.UTC_OFFSET,
+            f"clock at UTC{format_offset(offset)} (from {source}){band}",
             weight=weight,
             region=region,
             countries=countries,
