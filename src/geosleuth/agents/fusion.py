@@ -125,7 +125,6 @@ class EvidenceFusion:
         s = self.settings
         country_p, strength = self.country_posterior(evidence)
         candidates = self._text_candidates(evidence, matches, country_p) if strength > 0 else []
-        extra: list[Evidence] = []
         warnings: list[str] = []
 
         gps_ev = next((e for e in evidence if e.id == "exif.gps" and e.usable and e.point), None)
@@ -133,7 +132,6 @@ class EvidenceFusion:
             p_gps = gps_ev.weight
             for c in candidates:
                 c.probability = round(c.probability * (1 - p_gps), 6)
-            candidates = [c for c in candidates if c.probability >= 0.001]
             gps_cand = Candidate(
                 point=gps_ev.point,
                 source=CandidateSource.EXIF,
@@ -146,69 +144,49 @@ class EvidenceFusion:
                 notes=[gps_ev.reason] if gps_ev.reason else [],
             )
             extra, warnings = self._check_gps(gps_cand, exif, country_p, strength, candidates)
-            candidates = [gps_cand, *candidates]
-            self._attach_places(candidates[: s.max_candidates])
-            best = candidates[0]
-            expl = self._explain_exif(best, warnings)
+            ranked = [gps_cand, *(c for c in candidates if c.probability >= 0.001)][: s.max_candidates]
+            self._attach_places(ranked)
             return FusionResult(
-                "located",
-                "exif-gps",
-                best,
-                candidates[: s.max_candidates],
-                p_gps,
-                confidence_level(p_gps, s.min_probability),
-                expl,
-                country_p,
-                extra,
-                warnings,
+                status="located",
+                basis="exif-gps",
+                best=gps_cand,
+                candidates=ranked,
+                confidence=p_gps,
+                level=confidence_level(p_gps, s.min_probability),
+                explanation=self._explain_exif(gps_cand, warnings),
+                country_probabilities=country_p,
+                extra_evidence=extra,
+                warnings=warnings,
             )
 
         ignored = gps_ev is not None and not s.use_exif_gps
         if ignored:
             warnings.append("a valid EXIF GPS position was ignored because use_exif_gps is off")
-        if not candidates:
-            expl = self._explain_insufficient(evidence, country_p, strength, ignored)
+        ranked = candidates[: s.max_candidates]
+        self._attach_places(ranked)
+        top = ranked[0].probability if ranked else 0.0
+        if top < s.min_probability or not ranked:
             return FusionResult(
-                "insufficient_evidence",
-                None,
-                None,
-                [],
-                0.0,
-                ConfidenceLevel.NONE,
-                expl,
-                country_p,
-                extra,
-                warnings,
+                status="insufficient_evidence",
+                basis=None,
+                best=None,
+                candidates=ranked,
+                confidence=top,
+                level=ConfidenceLevel.NONE,
+                explanation=self._explain_insufficient(evidence, country_p, ignored, ranked),
+                country_probabilities=country_p,
+                warnings=warnings,
             )
-        candidates = candidates[: s.max_candidates]
-        self._attach_places(candidates)
-        best = candidates[0]
-        if best.probability < s.min_probability:
-            expl = self._explain_insufficient(evidence, country_p, strength, ignored, weak=candidates)
-            return FusionResult(
-                "insufficient_evidence",
-                None,
-                None,
-                candidates,
-                best.probability,
-                ConfidenceLevel.NONE,
-                expl,
-                country_p,
-                extra,
-                warnings,
-            )
-        expl = self._explain_evidence(best, candidates, evidence, country_p)
         return FusionResult(
-            "located",
-            "evidence",
-            best,
-            candidates,
-            best.probability,
-            confidence_level(best.probability, s.min_probability),
-            expl,
-            country_p,
-            extra,
-            warnings,
+            status="located",
+            basis="evidence",
+            best=ranked[0],
+            candidates=ranked,
+            confidence=top,
+            level=confidence_level(top, s.min_probability),
+            explanation=self._explain_evidence(ranked[0], ranked, evidence, country_p),
+            country_probabilities=country_p,
+            warnings=warnings,
         )
 
     # -- candidates from text clues --
@@ -288,6 +266,8 @@ class EvidenceFusion:
         return out
 
     def _attach_places(self, candidates: list[Candidate]) -> None:
+        if not candidates:
+            return
         places = self.gaz.reverse([c.point for c in candidates])
         for c, place in zip(candidates, places, strict=True):
             c.place = place
@@ -425,12 +405,7 @@ class EvidenceFusion:
         return " ".join(parts)
 
     def _explain_insufficient(
-        self,
-        evidence: list[Evidence],
-        country_p: dict[str, float],
-        strength: float,
-        ignored_gps: bool,
-        weak: list[Candidate] | None = None,
+        self, evidence: list[Evidence], country_p: dict[str, float], ignored_gps: bool, weak: list[Candidate]
     ) -> str:
         parts = ["Too little evidence to say where this photo was taken."]
         if ignored_gps:

@@ -262,7 +262,7 @@ class Locator:
             stages.add(
                 "langid",
                 StageStatus.UNAVAILABLE,
-                (d.langid_unavailable or "") + "; scripts were still detected",
+                d.langid_unavailable or "no language identifier",
             )
             return []
         t0 = time.perf_counter()
