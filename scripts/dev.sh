@@ -15,8 +15,12 @@ setup() {
     echo "==> creating $VENV with $($PY --version)"
     "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    echo "==> installing geosleuth with OCR, language ID and dev tools"
-    "$VENV/bin/python" -m pip install --quiet -e '.[ocr,langid,dev]'
+    # torch first, pinned: this version's CPU wheel is what pip finds here; an unpinned torch pulls
+    # gigabytes of CUDA. Elsewhere add: --index-url https://download.pytorch.org/whl/cpu
+    echo "==> installing torch (CPU)"
+    "$VENV/bin/python" -m pip install --quiet torch==2.13.0
+    echo "==> installing geosleuth with OCR, language ID, retrieval and dev tools"
+    "$VENV/bin/python" -m pip install --quiet -e '.[all,dev]'
     # GeoCLIP's trained location encoder and 100K GPS gallery ship in its wheel. Its declared
     # dependencies would replace torch and add a broken torchvision, so: no deps.
     "$VENV/bin/python" -m pip install --quiet --no-deps geoclip==1.3.0

@@ -86,3 +86,19 @@ def requires_shared_data() -> pytest.MarkDecorator:
         not (EXIF_PHOTOS / "exif-samples" / "gps_index.csv").exists(),
         reason=f"reference photos not found at {EXIF_PHOTOS} (they live beside the repository, see README)",
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    from geosleuth.testing import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    from geosleuth.testing import build_tiny_siglip
+
+    return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))

@@ -123,3 +123,43 @@ def test_real_subprocess_and_fast_help():
     # --help must not import the heavy stages
     code = "import sys, geosleuth.cli; assert 'geosleuth.agents.pipeline' not in sys.modules; assert 'numpy' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_index_commands_fail_with_one_line(tmp_path):
+    res = runner.invoke(app, ["index", "info", str(tmp_path)])
+    assert res.exit_code == 1 and "no manifest.json" in res.stderr and "Traceback" not in res.output
+    res = runner.invoke(app, ["index", "build", str(FIXTURES), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no image encoder" in res.stderr
+    res = runner.invoke(
+        app, ["index", "build", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), "--encoder", "pixel"]
+    )
+    assert res.exit_code == 1 and "no such file or folder" in res.stderr
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            str(FIXTURES),
+            "--out",
+            str(tmp_path / "x"),
+            "--encoder",
+            "pixel",
+            "--kind",
+            "hnsw",
+        ],
+    )
+    assert res.exit_code == 1 and "--kind must be" in res.stderr
+
+
+def test_index_build_info_search_with_the_pixel_encoder(tmp_path):
+    pytest.importorskip("faiss")
+    out = tmp_path / "idx"
+    res = runner.invoke(app, ["index", "build", str(FIXTURES), "--out", str(out), "--encoder", "pixel"])
+    assert res.exit_code == 0, res.output
+    assert "indexed" in res.stdout and "no gps" in res.stdout
+    res = runner.invoke(app, ["index", "info", str(out)])
+    assert res.exit_code == 0 and "encoder    : pixel" in res.stdout
+    res = runner.invoke(app, ["index", "search", str(out), str(fixture("exif_gps_vs_text.jpg")), "-k", "2"])
+    assert res.exit_code == 0 and "most dissimilar" in res.stdout
+    first = res.stdout.splitlines()[1]
+    assert first.strip().startswith("+1.000") and "[exif_gps_vs_text.jpg]" in first and "Paris" in first

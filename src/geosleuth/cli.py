@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -29,6 +29,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+index_app = typer.Typer(
+    help="Build, inspect and search neighbour indexes of geotagged photos.", no_args_is_help=True
+)
+app.add_typer(index_app, name="index")
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 log = logging.getLogger("geosleuth.cli")
@@ -91,6 +95,15 @@ def locate(
     ocr: Annotated[
         str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract or none.")
     ] = None,
+    image_encoder: Annotated[
+        str | None,
+        typer.Option(
+            "--image-encoder", help="Turn on retrieval: 'geoclip', or a CLIP/SigLIP hub id or folder."
+        ),
+    ] = None,
+    index: Annotated[
+        Path | None, typer.Option("--index", help="A neighbour index built with `geosleuth index build`.")
+    ] = None,
     min_probability: Annotated[
         float | None, typer.Option("--min-probability", help="Answer only above this probability.")
     ] = None,
@@ -124,6 +137,7 @@ def locate(
             use_exif_gps=False if ignore_exif_gps else None,
             min_probability=min_probability,
             ocr={"engine": ocr} if ocr else None,
+            retrieval={"image_encoder": image_encoder, "index_dir": index},
         )
         sources, skipped = _expand(inputs)
     except ConfigError as exc:
@@ -330,6 +344,196 @@ def _print_toml(data: dict[str, Any], prefix: str = "") -> None:
         print(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} = (unset)")
     for k, v in tables.items():
         _print_toml(v, f"{prefix}.{k}" if prefix else k)
+
+
+EncoderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoder",
+        help="Image encoder: a CLIP/SigLIP hub id or folder, 'geoclip', or 'geoclip:/path/to/clip' "
+        "(default: retrieval.image_encoder from the settings).",
+    ),
+]
+
+
+@index_app.command("build")
+def index_build(
+    source: Annotated[
+        str, typer.Argument(help="A folder of EXIF-GPS photos, a CSV/Parquet table, or MP16-Pro's CSV.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the index into.")],
+    encoder: EncoderOpt = None,
+    layout: Annotated[str, typer.Option("--layout", help="auto, folder, table or mp16.")] = "auto",
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Where table/MP16 image paths are relative to (folder or .tar)."),
+    ] = None,
+    kind: Annotated[str, typer.Option("--kind", help="auto, flat (exact) or ivfpq (compressed).")] = "auto",
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", min=1, help="Photos per resumable shard.")
+    ] = 2048,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per encoder batch.")] = 32,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard an earlier, different build in --out.")
+    ] = False,
+    config: ConfigOpt = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+) -> None:
+    """Embed geotagged photos and build a searchable index. A killed build resumes where it stopped.
+
+    \b
+    Examples:
+      geosleuth index build photos/ --out idx --encoder openai/clip-vit-large-patch14
+      geosleuth index build MP16_Pro_places365.csv --images mp-16-images.tar --out mp16 --encoder geoclip
+    """
+    _setup_logging(verbose, False)
+    from geosleuth.errors import GeoSleuthError
+
+    try:
+        settings = _load(config)
+        enc = _encoder(encoder, settings)
+        from geosleuth.retrieval.index import IndexKind, build_index
+        from geosleuth.retrieval.sources import Layout, open_source
+
+        if layout not in ("auto", "folder", "table", "mp16"):
+            raise ValueError(f"--layout must be auto, folder, table or mp16, not {layout!r}")
+        if kind not in ("auto", "flat", "ivfpq"):
+            raise ValueError(f"--kind must be auto, flat or ivfpq, not {kind!r}")
+        src = open_source(source, layout=cast("Layout", layout), images=images)
+        print(
+            f"indexing {len(src.items)} photos from {source} ({src.layout}) with {enc.name} into {out}",
+            file=sys.stderr,
+        )
+        report = build_index(
+            src,
+            enc,
+            out,
+            kind=cast("IndexKind", kind),
+            shard_size=shard_size,
+            batch_size=batch_size,
+            restart=restart,
+        )
+    except (GeoSleuthError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc), EXIT_INPUT) from None
+    skipped = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(report.skipped.items())) or "none"
+    print(
+        f"indexed {report.indexed} photos ({report.kind}) in {report.seconds:.1f} s; "
+        f"skipped: {skipped} (details in {out / 'skipped.jsonl'}); "
+        f"{report.shards_reused} of {report.shards_total} shards reused from an earlier run"
+    )
+
+
+@index_app.command("info")
+def index_info_cmd(
+    folder: Annotated[Path, typer.Argument(help="An index folder.")],
+    verify: Annotated[bool, typer.Option("--verify", help="Check every file against its checksum.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show what built an index, its size, what was skipped, and whether it is intact."""
+    from geosleuth.errors import GeoSleuthError
+    from geosleuth.retrieval.index import NeighbourIndex, index_info
+
+    try:
+        info = index_info(folder)
+        if info.get("status") == "complete":
+            NeighbourIndex(folder, verify=verify).close()
+    except GeoSleuthError as exc:
+        raise _fail(str(exc), EXIT_INPUT) from None
+    if json_out:
+        print(json.dumps(info, indent=2))
+        return
+    enc = info.get("encoder", {})
+    print(f"index      : {folder} ({info.get('status')})")
+    print(f"encoder    : {enc.get('name')} ({enc.get('dim')}-d, weights {str(enc.get('fingerprint'))[:12]})")
+    src = info.get("source", {})
+    print(f"source     : {src.get('path')} ({src.get('layout')}, {src.get('items')} items)")
+    if info.get("status") == "complete":
+        idx = info["index"]
+        size = sum(f["bytes"] for f in idx["files"].values())
+        params = ", ".join(f"{k}={v}" for k, v in idx.items() if k not in ("files", "kind", "dim"))
+        print(
+            f"contents   : {info['count']} photos, {idx['kind']}{' (' + params + ')' if params else ''}, {size / 1e6:.1f} MB"
+        )
+        skipped = (
+            ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(info.get("skipped", {}).items()))
+            or "none"
+        )
+        print(f"skipped    : {skipped}")
+        print(
+            f"integrity  : {'checksums verified' if verify else 'file sizes match (use --verify for checksums)'}"
+        )
+
+
+@index_app.command("search")
+def index_search(
+    folder: Annotated[Path, typer.Argument(help="An index folder.")],
+    image: Annotated[str, typer.Argument(help="The query photo.")],
+    k: Annotated[int, typer.Option("-k", min=1, help="Neighbours of each kind.")] = 10,
+    encoder: EncoderOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print neighbours as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The most similar and the most dissimilar indexed photos to IMAGE, with their places.
+
+    The encoder defaults to the one that built the index."""
+    _setup_logging(0, False)
+    from geosleuth.errors import GeoSleuthError
+    from geosleuth.gazetteer import Gazetteer
+    from geosleuth.retrieval.index import NeighbourIndex
+    from geosleuth.tools.image import open_image
+
+    try:
+        settings = _load(config)
+        idx = NeighbourIndex(folder, gazetteer=Gazetteer(settings.cache_dir))
+        enc = _encoder(encoder or idx.encoder_name, settings)
+        idx.check_encoder(enc)
+        loaded = open_image(
+            image, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes, draft_side=448
+        )
+        if loaded.rgb is None:
+            raise _fail(f"{image}: {loaded.pixel_error}", EXIT_INPUT)
+        result = idx.search(enc.encode([loaded.rgb]), k)[0]
+    except GeoSleuthError as exc:
+        raise _fail(str(exc), EXIT_INPUT) from None
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "similar": [n.model_dump(mode="json") for n in result.similar],
+                    "dissimilar": [n.model_dump(mode="json") for n in result.dissimilar],
+                },
+                indent=2,
+            )
+        )
+        return
+    for title, group in (("most similar", result.similar), ("most dissimilar", result.dissimilar)):
+        print(f"{title}:")
+        for n in group:
+            where = n.place.short() if n.place else ""
+            print(f"  {n.similarity:+.3f}  {n.point}  {where}  [{n.key}]")
+
+
+def _load(config: Path | None):  # type: ignore[no-untyped-def]
+    from geosleuth.config import load_settings
+    from geosleuth.errors import ConfigError
+
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+
+def _encoder(spec: str | None, settings: Any):  # type: ignore[no-untyped-def]
+    from geosleuth.retrieval import make_image_encoder
+
+    spec = spec or settings.retrieval.image_encoder or ("geoclip" if settings.retrieval.geoclip else None)
+    if not spec:
+        raise _fail(
+            "no image encoder: pass --encoder (a CLIP/SigLIP hub id or folder, or 'geoclip') or set "
+            "retrieval.image_encoder",
+            EXIT_USAGE,
+        )
+    return make_image_encoder(spec, device=settings.retrieval.device, cache_dir=settings.cache_dir)
 
 
 def main() -> None:

@@ -120,7 +120,13 @@ class RetrievalSettings(_Section):
     )
     geoclip: bool = Field(default=False, description="Use GeoCLIP's heads (needs CLIP ViT-L/14 weights).")
     index_dir: Path | None = Field(default=None, description="Neighbour index built by `geosleuth index`.")
-    device: str = Field(default="cpu", description="torch device for the encoders.")
+    gallery: Path | None = Field(
+        default=None, description="GPS gallery CSV/Parquet (lat, lon[, weight]); default GeoCLIP's 100K."
+    )
+    gallery_top_k: int = Field(default=20, ge=1, le=1000)
+    neighbours_k: int = Field(default=20, ge=1, le=1000)
+    refine: bool = Field(default=True, description="Re-score points around the best gallery matches.")
+    device: str = Field(default="cpu", description="torch device for the encoders (cpu, cuda, cuda:1...).")
 
 
 class VLMSettings(_Section):

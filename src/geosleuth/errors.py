@@ -69,3 +69,22 @@ class MissingDependencyError(GeoSleuthError, ImportError):
 
 class EngineUnavailableError(GeoSleuthError, RuntimeError):
     """A configured engine (OCR, language ID, ...) cannot run here; the message says how to enable it."""
+
+
+# --- models and indexes -------------------------------------------------------------------------
+
+
+class WeightsNotFoundError(GeoSleuthError, FileNotFoundError):
+    """Model weights are not on this machine. The message says what to download and where."""
+
+    def __init__(self, what: str, message: str) -> None:
+        self.what = what
+        super().__init__(f"{what}: {message}")
+
+
+class IndexError_(GeoSleuthError, ValueError):
+    """A neighbour index cannot be used: corrupt, truncated, or built by another encoder."""
+
+
+class EmptySourceError(GeoSleuthError, ValueError):
+    """A source (folder, table, gallery) holds nothing usable."""

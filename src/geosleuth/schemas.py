@@ -135,6 +135,8 @@ class EvidenceKind(StrEnum):
     STREET_TYPE = "street-type"
     CONSISTENCY = "consistency"
     PROMPT_INJECTION = "prompt-injection"
+    GALLERY = "gallery"
+    NEIGHBOURS = "neighbours"
 
 
 class Evidence(BaseModel):
@@ -175,6 +177,19 @@ class Evidence(BaseModel):
 
 
 # --- candidates and predictions -----------------------------------------------------------------
+
+
+class Neighbour(BaseModel):
+    """A geotagged photo of a neighbour index, as retrieved for a query image."""
+
+    model_config = _STRICT
+    point: LatLon
+    similarity: float = Field(description="Cosine similarity of the embeddings (1 = same, -1 = opposite).")
+    key: str = Field(description="The photo's id in the index (its path or image id).")
+    place: Place | None = Field(default=None, description="Reverse-geocoded place of the point.")
+    source_place: dict[str, str] = Field(
+        default_factory=dict, description="Place fields given by the index's source (city, country...)."
+    )
 
 
 class CandidateSource(StrEnum):

@@ -12,7 +12,8 @@ stated plainly so an analyst can check it:
   likelier), but 0.02 for place names (brands, destinations and restaurants borrow city names) and
   0.05 for country names (product origins, destinations). Clues that all come from the language of the text
   (language, script, street words) are one family: the strongest counts fully, the next 30%, the
-  next 9%, so one French sign is not counted three times.
+  next 9%, so one French sign is not counted three times. The GPS gallery and the neighbour index
+  (one image encoder behind both) form a second family.
 * Place names split their country's probability between the named places (by population, adjusted
   by an adjacent postcode) and "elsewhere in the country", by how likely the name is genuine.
   Matches within 25 km of each other corroborate one another ("Shinjuku" and "Tokyo").
@@ -29,7 +30,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,6 +44,8 @@ from geosleuth.schemas import (
     Evidence,
     EvidenceKind,
     Granularity,
+    LatLon,
+    Neighbour,
 )
 from geosleuth.tools.clues import PlaceMatch
 from geosleuth.tools.exif import ExifReport, format_offset
@@ -58,7 +61,113 @@ OFF_LIST_BY_KIND = {
 CORRELATED_DISCOUNT = 0.3
 CLUSTER_KM = 25.0
 LANGUAGE_FAMILY = {EvidenceKind.LANGUAGE, EvidenceKind.SCRIPT, EvidenceKind.STREET_TYPE}
+# Gallery and neighbours usually share one image encoder, so they are not independent either.
+RETRIEVAL_FAMILY = {EvidenceKind.GALLERY, EvidenceKind.NEIGHBOURS}
 NON_COUNTRY_KINDS = {EvidenceKind.GPS}
+
+
+@dataclass(frozen=True)
+class RetrievalPoint:
+    """A point that retrieval proposes inside a country (a gallery match or a similar photo)."""
+
+    point: LatLon
+    country: str
+    weight: float
+    source: CandidateSource
+    label: str
+    radius_km: float
+    evidence_id: str
+
+
+def retrieval_evidence(
+    gallery: list[Any], similar: list[Neighbour], gazetteer: Gazetteer
+) -> tuple[list[Evidence], list[RetrievalPoint]]:
+    """Evidence and candidate points from retrieval.
+
+    * Gallery: GeoCLIP's probability mass over its top matches, summed per country.
+    * Neighbours: similar photos vote for their countries, weighted by softmax(similarity / 0.05).
+    Their weights (0.5 and 0.4) are set by hand, as every weight here: GeoCLIP is right about the
+    country roughly two times in three (DESIGN.md: 69.7% within 750 km on Im2GPS3k)."""
+    evidence: list[Evidence] = []
+    points: list[RetrievalPoint] = []
+    if gallery:
+        places = gazetteer.reverse([c.point for c in gallery])
+        mass: dict[str, float] = defaultdict(float)
+        for c, place in zip(gallery, places, strict=True):
+            mass[place.country_code] += c.probability
+        best = gallery[0]
+        top = sorted(mass.items(), key=lambda kv: -kv[1])[:3]
+        evidence.append(
+            Evidence(
+                id="retrieval.gallery",
+                tool="retrieval",
+                kind=EvidenceKind.GALLERY,
+                value=f"GPS gallery: best match near {places[0].short()} (p={best.probability:.3f}); "
+                + ", ".join(f"{gazetteer.country_name(cc)} {m / sum(mass.values()):.0%}" for cc, m in top)
+                + " of the top matches' mass",
+                weight=0.5,
+                point=best.point,
+                countries=_relative(mass),
+                details={
+                    "top": [
+                        {"lat": c.point.lat, "lon": c.point.lon, "p": c.probability} for c in gallery[:10]
+                    ]
+                },
+            )
+        )
+        for c, place in zip(gallery, places, strict=True):
+            points.append(
+                RetrievalPoint(
+                    c.point,
+                    place.country_code,
+                    c.probability,
+                    CandidateSource.GALLERY,
+                    f"the GPS gallery matches best (near {place.name})",
+                    25.0,
+                    "retrieval.gallery",
+                )
+            )
+    if similar:
+        sims = np.array([n.similarity for n in similar])
+        w = np.exp((sims - sims.max()) / 0.05)
+        w /= w.sum()
+        votes: dict[str, float] = defaultdict(float)
+        for n, wi in zip(similar, w, strict=True):
+            cc = (n.place.country_code if n.place else None) or n.source_place.get("country_code", "").upper()
+            if cc:
+                votes[cc] += float(wi)
+                points.append(
+                    RetrievalPoint(
+                        n.point,
+                        cc,
+                        float(wi) * 0.5,
+                        CandidateSource.NEIGHBOUR,
+                        f"a similar photo was taken (near {n.place.name if n.place else cc})",
+                        10.0,
+                        "retrieval.neighbours",
+                    )
+                )
+        if votes:
+            top = sorted(votes.items(), key=lambda kv: -kv[1])[:3]
+            evidence.append(
+                Evidence(
+                    id="retrieval.neighbours",
+                    tool="retrieval",
+                    kind=EvidenceKind.NEIGHBOURS,
+                    value=f"{len(similar)} most similar indexed photos: "
+                    + ", ".join(f"{gazetteer.country_name(cc)} {v:.0%}" for cc, v in top),
+                    weight=0.4,
+                    point=similar[0].point,
+                    countries=_relative(votes),
+                    details={"similarities": [round(float(x), 4) for x in sims[:10]]},
+                )
+            )
+    return evidence, points
+
+
+def _relative(mass: dict[str, float]) -> dict[str, float]:
+    top = max(mass.values()) if mass else 0.0
+    return {c: round(v / top, 4) for c, v in mass.items() if top > 0 and v / top >= 0.005}
 
 
 @dataclass
@@ -102,7 +211,14 @@ class EvidenceFusion:
         for e in evidence:
             if not e.usable or e.weight <= 0 or not e.countries or e.kind in NON_COUNTRY_KINDS:
                 continue
-            families["language" if e.kind in LANGUAGE_FAMILY else e.id].append(e)
+            family = (
+                "language"
+                if e.kind in LANGUAGE_FAMILY
+                else "retrieval"
+                if e.kind in RETRIEVAL_FAMILY
+                else e.id
+            )
+            families[family].append(e)
         strength = 0.0
         for members in families.values():
             members.sort(key=lambda e: -e.weight)
@@ -121,10 +237,20 @@ class EvidenceFusion:
 
     # -- main --
 
-    def fuse(self, evidence: list[Evidence], matches: list[PlaceMatch], exif: ExifReport) -> FusionResult:
+    def fuse(
+        self,
+        evidence: list[Evidence],
+        matches: list[PlaceMatch],
+        exif: ExifReport,
+        retrieval_points: list[RetrievalPoint] | None = None,
+    ) -> FusionResult:
+        """Rank candidates. ``retrieval_points`` (gallery matches, neighbours) give each country's
+        remaining mass a place better than its population centre."""
         s = self.settings
         country_p, strength = self.country_posterior(evidence)
-        candidates = self._text_candidates(evidence, matches, country_p) if strength > 0 else []
+        candidates = (
+            self._candidates(evidence, matches, country_p, retrieval_points or []) if strength > 0 else []
+        )
         warnings: list[str] = []
 
         gps_ev = next((e for e in evidence if e.id == "exif.gps" and e.usable and e.point), None)
@@ -191,9 +317,17 @@ class EvidenceFusion:
 
     # -- candidates from text clues --
 
-    def _text_candidates(
-        self, evidence: list[Evidence], matches: list[PlaceMatch], country_p: dict[str, float]
+    def _candidates(
+        self,
+        evidence: list[Evidence],
+        matches: list[PlaceMatch],
+        country_p: dict[str, float],
+        retrieval_points: list[RetrievalPoint],
     ) -> list[Candidate]:
+        best_retrieved: dict[str, RetrievalPoint] = {}
+        for rp in retrieval_points:
+            if rp.country not in best_retrieved or rp.weight > best_retrieved[rp.country].weight:
+                best_retrieved[rp.country] = rp
         # Per country: the place hypotheses (match, place, within-country share).
         per_country: dict[str, list[tuple[PlaceMatch, GazetteerPlace, float]]] = defaultdict(list)
         for m in matches:
@@ -241,27 +375,44 @@ class EvidenceFusion:
                     )
                 )
             rest = pc * w0 / norm
-            if rest >= 0.005:
-                centre = self.gaz.country_centre(cc)
-                if centre is None:
-                    continue
-                name = self.gaz.country_name(cc)
+            if rest < 0.005:
+                continue
+            name = self.gaz.country_name(cc)
+            if cc in best_retrieved:
+                rp = best_retrieved[cc]
                 out.append(
                     Candidate(
-                        point=centre.point,
-                        source=CandidateSource.GAZETTEER,
-                        label=f"somewhere in {name}",
-                        granularity=Granularity.COUNTRY,
+                        point=rp.point,
+                        source=rp.source,
+                        label=f"in {name}, where {rp.label}",
+                        granularity=Granularity.REGION,
                         score=round(math.log(max(rest, 1e-12)), 4),
                         probability=round(rest, 6),
-                        radius_km=centre.r80_km,
-                        evidence_ids=supporting[cc],
-                        notes=[
-                            f"the point is {name}'s population centre; 80% of its people live within "
-                            f"{centre.r80_km:.0f} km of it"
-                        ],
+                        radius_km=rp.radius_km,
+                        evidence_ids=[rp.evidence_id, *(i for i in supporting[cc] if i != rp.evidence_id)],
+                        notes=[f"placed at the best {rp.source.value} match in {name}"],
                     )
                 )
+                continue
+            centre = self.gaz.country_centre(cc)
+            if centre is None:
+                continue
+            out.append(
+                Candidate(
+                    point=centre.point,
+                    source=CandidateSource.GAZETTEER,
+                    label=f"somewhere in {name}",
+                    granularity=Granularity.COUNTRY,
+                    score=round(math.log(max(rest, 1e-12)), 4),
+                    probability=round(rest, 6),
+                    radius_km=centre.r80_km,
+                    evidence_ids=supporting[cc],
+                    notes=[
+                        f"the point is {name}'s population centre; 80% of its people live within "
+                        f"{centre.r80_km:.0f} km of it"
+                    ],
+                )
+            )
         out.sort(key=lambda c: -c.probability)
         return out
 

@@ -22,11 +22,12 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from geosleuth.agents.fusion import EvidenceFusion
+from geosleuth.agents.fusion import EvidenceFusion, RetrievalPoint, retrieval_evidence
 from geosleuth.config import Settings, load_settings
 from geosleuth.errors import (
     CorruptImageError,
     EngineUnavailableError,
+    GeoSleuthError,
     ImageInputError,
     MissingDependencyError,
 )
@@ -66,6 +67,8 @@ class Deps:
     ocr_unavailable: str | None = None
     langid: LanguageIdentifier | None = None
     langid_unavailable: str | None = None
+    retriever: Any = None
+    retriever_unavailable: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
 
@@ -77,11 +80,26 @@ def build_deps(settings: Settings | None = None, *, gazetteer: Gazetteer | None 
     deps.ocr, deps.ocr_unavailable = _make_or_explain(
         lambda: make_ocr_engine(settings.ocr), "OCR is turned off (ocr.engine = 'none')"
     )
+    deps.retriever, deps.retriever_unavailable = _make_retriever(settings, deps.gazetteer)
     deps.langid, deps.langid_unavailable = _make_or_explain(
         lambda: make_language_identifier(settings.langid),
         "language identification is turned off (langid.engine = 'none')",
     )
     return deps
+
+
+def _make_retriever(settings: Settings, gazetteer: Gazetteer) -> tuple[Any, str | None]:
+    """The retrieval stage, or why there is none: not configured, not installed, or weights missing
+    (with the command that fetches them)."""
+    r = settings.retrieval
+    if not (r.image_encoder or r.geoclip):
+        return None, "no image encoder configured (retrieval.image_encoder, or --image-encoder geoclip)"
+    try:
+        from geosleuth.retrieval.service import Retriever
+
+        return Retriever(r, cache_dir=settings.cache_dir, gazetteer=gazetteer), None
+    except (GeoSleuthError, ValueError, OSError) as exc:
+        return None, str(exc)
 
 
 def _make_or_explain(factory: Callable[[], T | None], off: str) -> tuple[T | None, str | None]:
@@ -176,10 +194,11 @@ class Locator:
         else:
             stages.add("clues", StageStatus.SKIPPED, "no text to read clues from")
 
+        points = self._retrieval(image, stages, evidence, warnings)
         self._unbuilt_stages(stages)
 
         t0 = time.perf_counter()
-        result = self.fusion.fuse(evidence, clues.matches if lines else [], exif)
+        result = self.fusion.fuse(evidence, clues.matches if lines else [], exif, points)
         evidence.extend(result.extra_evidence)
         warnings.extend(result.warnings)
         stages.add("fusion", StageStatus.RAN, f"{len(result.candidates)} candidates ranked", t0=t0)
@@ -284,16 +303,43 @@ class Locator:
         }
         return sorted(pops, key=lambda c: -(likes[c] * pops[c]))[:3]
 
+    def _retrieval(
+        self, image: LoadedImage, stages: _Stages, evidence: list[Any], warnings: list[str]
+    ) -> list[RetrievalPoint]:
+        d = self.deps
+        if d.retriever is None:
+            stages.add("retrieval", StageStatus.UNAVAILABLE, d.retriever_unavailable or "not configured")
+            return []
+        if image.rgb is None:
+            stages.add("retrieval", StageStatus.SKIPPED, "the pixels could not be decoded")
+            return []
+        t0 = time.perf_counter()
+        try:
+            found = d.retriever.run(image.rgb)
+        except (GeoSleuthError, RuntimeError, ValueError, OSError) as exc:
+            stages.add("retrieval", StageStatus.FAILED, str(exc), engine=d.retriever.encoder.name, t0=t0)
+            warnings.append(f"retrieval failed: {exc}")
+            return []
+        new, points = retrieval_evidence(found.gallery, found.similar, d.gazetteer)
+        evidence.extend(new)
+        parts = []
+        if found.gallery:
+            parts.append(f"{len(found.gallery)} gallery candidates")
+        if found.similar:
+            parts.append(f"{len(found.similar)} similar and {len(found.dissimilar)} dissimilar neighbours")
+        detail = ", ".join(parts) or "no candidates"
+        if found.notes:
+            detail += "; " + "; ".join(found.notes)
+        stages.add(
+            "retrieval",
+            StageStatus.RAN,
+            f"{detail} ({d.retriever.description})",
+            engine=d.retriever.encoder.name,
+            t0=t0,
+        )
+        return points
+
     def _unbuilt_stages(self, stages: _Stages) -> None:
-        r = self.settings.retrieval
-        if r.image_encoder or r.geoclip:
-            detail = (
-                "image retrieval is not part of this version yet; the configured encoder "
-                f"({r.image_encoder or 'GeoCLIP'}) was not used"
-            )
-        else:
-            detail = "no image encoder configured (retrieval.image_encoder / --image-encoder)"
-        stages.add("retrieval", StageStatus.UNAVAILABLE, detail)
         v = self.settings.vlm
         if v.base_url:
             detail = (
@@ -320,6 +366,11 @@ class Locator:
                     models["ocr"] = f"{d.ocr.name} (version unknown: {exc})"
             if d.langid is not None:
                 models["langid"] = d.langid.version()
+            if d.retriever is not None:
+                enc = d.retriever.encoder
+                models["image_encoder"] = f"{enc.name} (weights sha256 {enc.fingerprint[:16]})"
+                if d.retriever.index is not None:
+                    models["index"] = f"{d.retriever.index.folder} ({d.retriever.index.count} photos)"
             d.versions = versions | {f"model:{k}": v for k, v in models.items()}
         return Provenance(
             geosleuth_version=_own_version(),

@@ -108,8 +108,8 @@ def _parse_gps(gps: dict[int, Any]) -> tuple[LatLon, list[str]]:
     """The GPS point, or _Bad with the reason. Also returns caveats for usable values."""
     caveats: list[str] = []
     if G_LAT not in gps or G_LON not in gps:
-        have = "latitude" if G_LAT in gps else "longitude" if G_LON in gps else "no coordinates"
-        raise _Bad(f"the GPS block has {have} only; a position needs both latitude and longitude")
+        have = "a latitude only" if G_LAT in gps else "a longitude only" if G_LON in gps else "no coordinates"
+        raise _Bad(f"the GPS block has {have}; a position needs both latitude and longitude")
     lat = _dms(gps[G_LAT], "GPSLatitude")
     lon = _dms(gps[G_LON], "GPSLongitude")
     for name, ref_tag, pos, neg, val in (
@@ -181,6 +181,20 @@ def _gps_utc(gps: dict[int, Any]) -> datetime:
 def format_offset(minutes: int) -> str:
     sign = "+" if minutes >= 0 else "-"
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def exif_gps(image: LoadedImage) -> tuple[LatLon | None, str | None]:
+    """Just the GPS point, or None and the reason (for index builds that need nothing else)."""
+    try:
+        gps = dict(image.exif.get_ifd(GPS_IFD))
+    except Exception as exc:
+        return None, f"the EXIF block could not be parsed ({exc})"
+    if not gps:
+        return None, "no GPS position in the metadata"
+    try:
+        return _parse_gps(gps)[0], None
+    except _Bad as bad:
+        return None, str(bad)
 
 
 def read_exif(image: LoadedImage, gazetteer: Gazetteer) -> ExifReport:

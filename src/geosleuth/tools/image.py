@@ -162,13 +162,18 @@ def open_image(
     name: str | None = None,
     max_pixels: int = 2 * PILLOW_DEFAULT_MAX_PIXELS,
     max_bytes: int = 512 * 1024 * 1024,
+    draft_side: int | None = None,
 ) -> LoadedImage:
-    """Open a path, raw bytes or a PIL image. Raises a subclass of :class:`ImageInputError`."""
+    """Open a path, raw bytes or a PIL image. Raises a subclass of :class:`ImageInputError`.
+
+    ``draft_side`` lets JPEG decoding skip detail the caller will not use (an encoder that looks at
+    224 pixels does not need a 12-megapixel decode): pixels are decoded at the smallest JPEG scale
+    that keeps both sides at least that long."""
     _register_heif()
     if isinstance(source, Image.Image):
         label = name or "<image>"
         blob = source.tobytes()
-        return _finish(label, source, len(blob), hashlib.sha256(blob).hexdigest(), max_pixels)
+        return _finish(label, source, len(blob), hashlib.sha256(blob).hexdigest(), max_pixels, None)
 
     if isinstance(source, bytes | bytearray | memoryview):
         label = name or "<bytes>"
@@ -206,7 +211,7 @@ def open_image(
         raise UnsupportedFormatError(
             label, f"{img.format} images are not supported; convert it to one of: {SUPPORTED_LIST}"
         )
-    return _finish(label, img, len(data), hashlib.sha256(data).hexdigest(), max_pixels)
+    return _finish(label, img, len(data), hashlib.sha256(data).hexdigest(), max_pixels, draft_side)
 
 
 @contextmanager
@@ -224,7 +229,9 @@ def _pillow_limits(max_pixels: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = old
 
 
-def _finish(label: str, img: Image.Image, n_bytes: int, digest: str, max_pixels: int) -> LoadedImage:
+def _finish(
+    label: str, img: Image.Image, n_bytes: int, digest: str, max_pixels: int, draft_side: int | None
+) -> LoadedImage:
     w, h = img.size
     if w <= 0 or h <= 0:
         raise CorruptImageError(label, f"the image declares an empty size {w}x{h}")
@@ -234,9 +241,12 @@ def _finish(label: str, img: Image.Image, n_bytes: int, digest: str, max_pixels:
             f"the image declares {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
             "(a decompression bomb, or a huge scan: raise max_image_pixels to allow it)",
         )
+    mode = img.mode
     rgb: Image.Image | None = None
     pixel_error: str | None = None
     try:
+        if draft_side and img.format == "JPEG":
+            img.draft("RGB", (draft_side, draft_side))
         with _pillow_limits(max_pixels):
             rgb = to_rgb(img)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
@@ -247,7 +257,7 @@ def _finish(label: str, img: Image.Image, n_bytes: int, digest: str, max_pixels:
         format=img.format or "unknown",
         width=w,
         height=h,
-        mode=img.mode,
+        mode=mode,
         n_bytes=n_bytes,
         sha256=digest,
         original=img,

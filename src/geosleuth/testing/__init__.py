@@ -1,0 +1,120 @@
+"""Test doubles that ship with the package, so users' tests can use them too.
+
+* :func:`build_tiny_clip` / :func:`build_tiny_siglip`: random-initialised checkpoints built from a
+  config in milliseconds and saved as a normal transformers folder (no download, ever).
+* :class:`PixelEncoder`: a deterministic image encoder (no weights) whose embeddings really depend
+  on the picture: good for index and pipeline tests where a model would be slow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+
+def build_tiny_clip(
+    folder: str | Path, *, projection_dim: int = 768, image_size: int = 224, seed: int = 0
+) -> Path:
+    """Save a random tiny CLIP (2 vision layers, hidden 32) and its image processor in ``folder``.
+
+    ``projection_dim=768`` matches CLIP ViT-L/14, so GeoCLIP's head can sit on top of it."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    folder = Path(folder)
+    config = CLIPConfig(
+        projection_dim=projection_dim,
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "vocab_size": 99,
+            "max_position_embeddings": 16,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "patch_size": 14,
+            "image_size": image_size,
+        },
+    )
+    from geosleuth.retrieval.base import quiet_transformers
+
+    torch.manual_seed(seed)
+    with quiet_transformers():
+        CLIPModel(config).eval().save_pretrained(folder)
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_siglip(folder: str | Path, *, image_size: int = 64, seed: int = 0) -> Path:
+    """Save a random tiny SigLIP and its image processor in ``folder``."""
+    import torch
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    folder = Path(folder)
+    config = SiglipConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "vocab_size": 99,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "patch_size": 16,
+            "image_size": image_size,
+        },
+    )
+    from geosleuth.retrieval.base import quiet_transformers
+
+    torch.manual_seed(seed)
+    with quiet_transformers():
+        SiglipModel(config).eval().save_pretrained(folder)
+    SiglipImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder
+
+
+class PixelEncoder:
+    """Deterministic embeddings from the pixels: a 16x16 colour thumbnail through a fixed random
+    projection, L2-normalised. Similar pictures get similar vectors; no weights are involved."""
+
+    def __init__(self, dim: int = 64, seed: int = 0) -> None:
+        self.dim = dim
+        # The name is a spec `make_image_encoder` understands, so an index built with it can be reopened.
+        self.name = "pixel" if (dim, seed) == (64, 0) else f"pixel:{dim}:{seed}"
+        rng = np.random.default_rng(seed)
+        self._proj = rng.standard_normal((16 * 16 * 3, dim)).astype(np.float32)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.name.encode()).hexdigest()
+
+    def encode(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        from geosleuth.retrieval.base import as_rgb, l2_normalise
+
+        if not images:
+            return np.empty((0, self.dim), dtype=np.float32)
+        thumbs = np.stack(
+            [
+                np.asarray(im.resize((16, 16), Image.Resampling.BILINEAR), dtype=np.float32).ravel() / 255.0
+                for im in as_rgb(images)
+            ]
+        )
+        return l2_normalise((thumbs - thumbs.mean(axis=1, keepdims=True)) @ self._proj)
