@@ -80,12 +80,13 @@ class RetrievalPoint:
 
 
 def retrieval_evidence(
-    gallery: list[Any], similar: list[Neighbour], gazetteer: Gazetteer
+    gallery: list[Any], similar: list[Neighbour], gazetteer: Gazetteer, refined: list[Any] | None = None
 ) -> tuple[list[Evidence], list[RetrievalPoint]]:
     """Evidence and candidate points from retrieval.
 
     * Gallery: GeoCLIP's probability mass over its top matches, summed per country.
     * Neighbours: similar photos vote for their countries, weighted by softmax(similarity / 0.05).
+    * ``refined``: the gallery's best points after refinement; the best one stands for its country.
     Their weights (0.5 and 0.4) are set by hand, as every weight here: GeoCLIP is right about the
     country roughly two times in three (DESIGN.md: 69.7% within 750 km on Im2GPS3k)."""
     evidence: list[Evidence] = []
@@ -124,6 +125,20 @@ def retrieval_evidence(
                     CandidateSource.GALLERY,
                     f"the GPS gallery matches best (near {place.name})",
                     25.0,
+                    "retrieval.gallery",
+                )
+            )
+        if refined:
+            place = gazetteer.reverse_one(refined[0].point)
+            # a hair above the best gallery point, so it stands for its country when it is in one
+            points.append(
+                RetrievalPoint(
+                    refined[0].point,
+                    place.country_code,
+                    gallery[0].probability * 1.001,
+                    CandidateSource.GALLERY,
+                    f"the refined GPS gallery match lies (near {place.name})",
+                    10.0,
                     "retrieval.gallery",
                 )
             )

@@ -320,7 +320,7 @@ class Locator:
             stages.add("retrieval", StageStatus.FAILED, str(exc), engine=d.retriever.encoder.name, t0=t0)
             warnings.append(f"retrieval failed: {exc}")
             return []
-        new, points = retrieval_evidence(found.gallery, found.similar, d.gazetteer)
+        new, points = retrieval_evidence(found.gallery, found.similar, d.gazetteer, found.refined)
         evidence.extend(new)
         parts = []
         if found.gallery:

@@ -100,6 +100,14 @@ def resolve_weights(name: str, *, what: str) -> Path:
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def weights_fingerprint(folder: Path, cache_dir: Path | None = None) -> str:
     """sha256 over a checkpoint's weight files, remembered per (file, size, mtime) so a 1.7 GB
     checkpoint is hashed once, not at every start."""
@@ -119,8 +127,6 @@ def weights_fingerprint(folder: Path, cache_dir: Path | None = None) -> str:
         st = f.stat()
         key = f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}"
         if key not in memo:
-            from geosleuth.retrieval.location import file_sha256
-
             memo[key] = file_sha256(f)
             changed = True
         h.update(f.name.encode() + memo[key].encode())

@@ -205,13 +205,13 @@ class GalleryRetriever:
         *,
         radii_km: Sequence[float] = (1.0, 2.5, 5.0, 10.0, 20.0),
         bearings: int = 12,
+        around: int | None = None,
     ) -> list[GalleryCandidate]:
-        """Re-score rings of points around each candidate and return everything, best first.
-
-        Probabilities are renormalised over the gallery plus the new points, so they stay comparable
-        with ``top_k``'s."""
+        """Re-score rings of points around the first ``around`` candidates (all by default) and
+        return the candidates and the new points together, best first, with probabilities
+        renormalised over the gallery plus the new points."""
         q = np.asarray(image_embedding, dtype=np.float32).reshape(1, -1)
-        centres = np.array([[c.point.lat, c.point.lon] for c in candidates], dtype=np.float64)
+        centres = np.array([[c.point.lat, c.point.lon] for c in candidates[:around]], dtype=np.float64)
         new = ring_points(centres, radii_km, bearings)
         new_logits = self.logit_scale * (q @ self.encoder.encode(new).T)[0]
         gallery_logits = self.logits(q)[0]

@@ -17,9 +17,9 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from geosleuth.errors import WeightsNotFoundError
-from geosleuth.retrieval.base import l2_normalise
+from geosleuth.retrieval.base import file_sha256, l2_normalise
 from geosleuth.retrieval.hf_clip import HFImageEncoder
-from geosleuth.retrieval.location import GEOCLIP_INSTALL, file_sha256, geoclip_file, geoclip_logit_scale
+from geosleuth.retrieval.location import GEOCLIP_INSTALL, geoclip_file, geoclip_logit_scale
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 

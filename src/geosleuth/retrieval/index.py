@@ -11,8 +11,8 @@ Layout of an index folder::
     vectors.f16.npy      IVF-PQ only: all embeddings in float16, memory-mapped, for exact re-ranking
     meta.npz, meta.sqlite coordinates (in RAM) and keys/place fields (read only for results)
 
-Large indexes keep only the PQ codes in RAM; a query takes a short list from IVF-PQ and re-ranks
-it exactly against the float16 vectors on disk (the page cache serves the hot ones). Dissimilar
+Large indexes keep only 4-bit PQ codes in RAM; a query takes a short list from IVF-PQ (SIMD "fast
+scan") and re-ranks it exactly against the float16 vectors on disk (the page cache serves the hot ones). Dissimilar
 neighbours come from searching with the negated query, as G3 and Img2Loc do.
 """
 
@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from geosleuth.errors import EmptySourceError, ImageInputError, IndexError_, MissingDependencyError
-from geosleuth.retrieval.base import ImageEncoder
+from geosleuth.retrieval.base import ImageEncoder, file_sha256
 from geosleuth.retrieval.sources import Source, read_image_bytes
 from geosleuth.schemas import LatLon, Neighbour
 
@@ -58,11 +58,15 @@ def require_faiss() -> Any:
 
 @dataclass
 class IVFPQParams:
+    """IVF with 4-bit PQ codes scanned by SIMD ("fast scan"): m/2 bytes a vector in RAM. The short
+    list it returns is re-ranked exactly, so the coarse 4-bit codes cost no recall; at 1M vectors
+    they scan ~6x faster than 8-bit PQ (bench/index_scale.py)."""
+
     nlist: int
     m: int
-    nbits: int = 8
+    nbits: int = 4
     nprobe: int = 32
-    shortlist: int = 200
+    shortlist: int = 100
     train_size: int = 200_000
 
     @classmethod
@@ -95,14 +99,6 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _write_json(path: Path, obj: Any) -> None:
     _atomic_write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False).encode())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -418,19 +414,28 @@ def _assemble(out: Path, shards_dir: Path, n_shards: int, count: int, dim: int, 
             index.add(np.ascontiguousarray(vectors[start : start + 65536], dtype=np.float32))
     else:
         params = IVFPQParams.for_size(count, dim)
-        index = faiss.IndexIVFPQ(
+        index = faiss.IndexIVFPQFastScan(
             faiss.IndexFlatIP(dim), dim, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT
         )
         rng = np.random.default_rng(0)
         sample = np.sort(
             rng.choice(count, size=min(count, max(params.train_size, 40 * params.nlist)), replace=False)
         )
+        log.info(
+            "training IVF-PQ (%d lists, %d x %d-bit codes) on %d vectors",
+            params.nlist,
+            params.m,
+            params.nbits,
+            len(sample),
+        )
         index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        log.info("adding %d vectors", count)
         for start in range(0, count, 65536):
             index.add(np.ascontiguousarray(vectors[start : start + 65536], dtype=np.float32))
         index.nprobe = params.nprobe
         info.update(
             {
+                "codes": "IVF-PQ fast scan",
                 "nlist": params.nlist,
                 "m": params.m,
                 "nbits": params.nbits,
@@ -451,7 +456,7 @@ def _assemble(out: Path, shards_dir: Path, n_shards: int, count: int, dim: int, 
     else:
         os.replace(vectors_path.with_suffix(".tmp.npy"), vectors_path)
     files = ["index.faiss", "meta.npz", "meta.sqlite"] + (["vectors.f16.npy"] if kind != "flat" else [])
-    info["files"] = {f: {"bytes": (out / f).stat().st_size, "sha256": _sha256(out / f)} for f in files}
+    info["files"] = {f: {"bytes": (out / f).stat().st_size, "sha256": file_sha256(out / f)} for f in files}
     return info
 
 
@@ -498,7 +503,7 @@ class NeighbourIndex:
                     f"{p} has {p.stat().st_size:,} bytes, the manifest says {meta['bytes']:,}: truncated or "
                     "replaced; rebuild the index (--restart)"
                 )
-            if verify and _sha256(p) != meta["sha256"]:
+            if verify and file_sha256(p) != meta["sha256"]:
                 raise IndexError_(f"{p} does not match its checksum: corrupt; rebuild the index (--restart)")
         self.kind = info["kind"]
         self.dim = int(info["dim"])
@@ -515,7 +520,7 @@ class NeighbourIndex:
             )
         if self.kind == "ivfpq":
             self.index.nprobe = int(info.get("nprobe", 32))
-            self.shortlist = int(info.get("shortlist", 200))
+            self.shortlist = int(info.get("shortlist", 100))
             self.vectors = np.load(self.folder / "vectors.f16.npy", mmap_mode="r")
         if device.startswith("cuda") and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
             self.index = faiss.index_cpu_to_all_gpus(self.index)
@@ -555,19 +560,22 @@ class NeighbourIndex:
         _, cand = self.index.search(q, short)
         sims = np.full((len(q), k), -np.inf, dtype=np.float32)
         ids = np.full((len(q), k), -1, dtype=np.int64)
-        block = 32  # 32 queries x 200 candidates x 768 dims x 4 bytes = 20 MB of temporaries
+        block = 128
         for start in range(0, len(q), block):
             c = cand[start : start + block]
-            safe = np.where(c >= 0, c, 0)
-            # one sorted gather per block: friendlier to the page cache than row-by-row reads
-            uniq, inverse = np.unique(safe, return_inverse=True)
-            rows = np.asarray(self.vectors[uniq], dtype=np.float32)[inverse.reshape(safe.shape)]
-            exact = np.einsum("qsd,qd->qs", rows, q[start : start + block])
+            qb = q[start : start + block]
+            # Score each distinct candidate once against the whole block (one BLAS product), with a
+            # sorted gather from the memory-mapped vectors (kind to the page cache), then pick each
+            # query's own candidates out of that table.
+            uniq, inverse = np.unique(np.where(c >= 0, c, 0), return_inverse=True)
+            table = np.asarray(self.vectors[uniq], dtype=np.float32) @ qb.T  # (distinct, block)
+            exact = table[inverse.reshape(c.shape), np.arange(len(c))[:, None]]
             exact[c < 0] = -np.inf
             top = np.argsort(-exact, axis=1)[:, :k]
-            sims[start : start + len(c), : top.shape[1]] = np.take_along_axis(exact, top, axis=1)
+            best = np.take_along_axis(exact, top, axis=1)
+            sims[start : start + len(c), : top.shape[1]] = best
             ids[start : start + len(c), : top.shape[1]] = np.where(
-                np.isfinite(np.take_along_axis(exact, top, axis=1)), np.take_along_axis(c, top, axis=1), -1
+                np.isfinite(best), np.take_along_axis(c, top, axis=1), -1
             )
         return sims, ids
 

@@ -11,7 +11,6 @@ same operation order as the reference so that embeddings agree to float32 roundi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from functools import cached_property
@@ -22,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from geosleuth.errors import MissingDependencyError, WeightsNotFoundError
+from geosleuth.retrieval.base import file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -69,14 +69,6 @@ def geoclip_file(relative: str) -> Path:
             f"{path} is missing from the installed geoclip package; reinstall it with: {GEOCLIP_INSTALL}",
         )
     return path
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def equal_earth(latlon: torch.Tensor) -> torch.Tensor:

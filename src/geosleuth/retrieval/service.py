@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class RetrievalResult:
     gallery: list[GalleryCandidate] = field(default_factory=list)
+    """The gallery's top-k, probabilities over the gallery."""
+    refined: list[GalleryCandidate] = field(default_factory=list)
+    """The best points after re-scoring rings around the top 3 (finer than the gallery's spacing)."""
     similar: list[Neighbour] = field(default_factory=list)
     dissimilar: list[Neighbour] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -102,14 +105,9 @@ class Retriever:
         else:
             emb = self.encoder.encode([image])
         if self.gallery is not None:
-            top = self.gallery.top_k(emb, k=s.gallery_top_k)[0]
-            if s.refine and top:
-                refined = self.gallery.refine(emb[0], top[:3])
-                top = sorted(
-                    {(c.point.lat, c.point.lon): c for c in [*refined[:5], *top]}.values(),
-                    key=lambda c: -c.logit,
-                )
-            result.gallery = top[: s.gallery_top_k]
+            result.gallery = self.gallery.top_k(emb, k=s.gallery_top_k)[0]
+            if s.refine and result.gallery:
+                result.refined = self.gallery.refine(emb[0], result.gallery, around=3)[:5]
         if self.index is not None and self.index_encoder is not None:
             if backbone_emb is not None:
                 q = backbone_emb
