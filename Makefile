@@ -11,7 +11,7 @@ test:
 	sh scripts/dev.sh test
 
 lint: setup
-	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff check src tests bench scripts
 	.venv/bin/mypy
 
 fixtures: setup

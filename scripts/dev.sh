@@ -37,7 +37,7 @@ case "${1:-}" in
         ;;
     test)
         setup
-        "$VENV/bin/ruff" check src tests bench
+        "$VENV/bin/ruff" check src tests bench scripts
         "$VENV/bin/mypy"
         # pytest exits 5 when it collects no tests: that fails the run, as it should.
         "$VENV/bin/python" -m pytest

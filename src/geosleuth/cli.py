@@ -33,6 +33,11 @@ index_app = typer.Typer(
     help="Build, inspect and search neighbour indexes of geotagged photos.", no_args_is_help=True
 )
 app.add_typer(index_app, name="index")
+vlm_app = typer.Typer(
+    help="Serve a VLM with vLLM (from its own environment) and check OpenAI-compatible servers.",
+    no_args_is_help=True,
+)
+app.add_typer(vlm_app, name="vlm")
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 log = logging.getLogger("geosleuth.cli")
@@ -104,6 +109,16 @@ def locate(
     index: Annotated[
         Path | None, typer.Option("--index", help="A neighbour index built with `geosleuth index build`.")
     ] = None,
+    vlm_url: Annotated[
+        str | None,
+        typer.Option("--vlm-url", help="OpenAI-compatible VLM endpoint, e.g. http://127.0.0.1:8000/v1."),
+    ] = None,
+    vlm_model: Annotated[
+        str | None, typer.Option("--vlm-model", help="Model name on that server (default: its only one).")
+    ] = None,
+    vlm_samples: Annotated[
+        int | None, typer.Option("--vlm-samples", min=1, help="Samples per prompt variant.")
+    ] = None,
     min_probability: Annotated[
         float | None, typer.Option("--min-probability", help="Answer only above this probability.")
     ] = None,
@@ -123,6 +138,7 @@ def locate(
       geosleuth locate photos/ --json > answers.jsonl
       cat photo.heic | geosleuth locate -
       geosleuth locate sign.png --ignore-exif-gps --ocr rapidocr
+      geosleuth locate street.jpg --vlm-url http://127.0.0.1:8000/v1
     """
     _setup_logging(verbose, quiet)
     from geosleuth.errors import ConfigError, GeoSleuthError
@@ -138,6 +154,7 @@ def locate(
             min_probability=min_probability,
             ocr={"engine": ocr} if ocr else None,
             retrieval={"image_encoder": image_encoder, "index_dir": index},
+            vlm={"base_url": vlm_url, "model": vlm_model, "samples": vlm_samples},
         )
         sources, skipped = _expand(inputs)
     except ConfigError as exc:
@@ -287,6 +304,20 @@ def _render(out: Console, p: Prediction) -> None:
             mark = "[red]✗[/]" if not e.usable else ("[green]✓[/]" if e.weight >= 0.1 else "·")
             extra = f"  [dim]({escape(e.reason)})[/]" if e.reason else ""
             out.print(f"    {mark} {e.tool:<8} {escape(e.value)}{extra}")
+    if p.vlm is not None:
+        v = p.vlm
+        out.print(
+            f"  VLM        : {escape(v.model)}: {v.usable_samples}/{v.total_samples} usable answers, "
+            f"{v.usage.total} tokens, {v.seconds:.1f} s"
+        )
+        if v.consensus is not None:
+            out.print(f"    consensus {v.consensus} ({v.consensus_share:.0%} of answers within 100 km)")
+        if v.rationale:
+            out.print(f"    rationale: {escape(' '.join(v.rationale.split())[:600])}")
+        for line in v.discarded[:5]:
+            out.print(f"    [dim]set aside: {escape(line)}[/]")
+        if len(v.discarded) > 5:
+            out.print(f"    [dim]... and {len(v.discarded) - 5} more (see --json)[/]")
     if p.missing:
         out.print("  Missing: " + escape("; ".join(p.missing)))
     for w in p.warnings:
@@ -511,6 +542,157 @@ def index_search(
         for n in group:
             where = n.place.short() if n.place else ""
             print(f"  {n.similarity:+.3f}  {n.point}  {where}  [{n.key}]")
+
+
+@vlm_app.command("serve")
+def vlm_serve(
+    model: Annotated[str, typer.Argument(help="A hub id in the HF cache or a model folder.")],
+    vllm_python: Annotated[
+        str | None,
+        typer.Option(
+            "--vllm-python", help="Python of the environment vLLM is installed in (else `vllm` on PATH)."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    max_model_len: Annotated[int, typer.Option("--max-model-len", min=256)] = 8192,
+    images: Annotated[
+        int, typer.Option("--images-per-prompt", min=1, help="The photo plus neighbour thumbnails.")
+    ] = 4,
+    served_name: Annotated[str | None, typer.Option("--served-model-name")] = None,
+    gpu_memory: Annotated[float | None, typer.Option("--gpu-memory-utilization")] = None,
+    tensor_parallel: Annotated[int | None, typer.Option("--tensor-parallel-size", min=1)] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for /health.")] = 900.0,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Return once healthy, leaving vLLM running (logs to --log).")
+    ] = False,
+    log_path: Annotated[Path | None, typer.Option("--log", help="vLLM's log file (with --detach).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the vLLM command and exit.")] = False,
+    extra: Annotated[
+        list[str] | None, typer.Argument(help="More vLLM flags, after --.", show_default=False)
+    ] = None,
+) -> None:
+    """Start vLLM's OpenAI server for MODEL, wait until it is healthy, and print its base URL.
+
+    \b
+    Examples:
+      geosleuth vlm serve Qwen/Qwen2.5-VL-7B-Instruct
+      geosleuth vlm serve ./my-vlm --vllm-python ~/vllm-env/bin/python --port 8001 -- --dtype bfloat16
+    """
+    import shlex
+    import subprocess
+
+    from geosleuth.agents.vlm import serve as sv
+    from geosleuth.errors import ConfigError, VLMError
+
+    opts = sv.ServeOptions(
+        model=model,
+        host=host,
+        port=port,
+        max_model_len=max_model_len,
+        images_per_prompt=images,
+        served_model_name=served_name,
+        gpu_memory_utilization=gpu_memory,
+        tensor_parallel_size=tensor_parallel,
+        extra=tuple(extra or ()),
+    )
+    try:
+        cmd = sv.serve_command(opts, sv.launcher(vllm_python))
+    except ConfigError as exc:
+        if not dry_run:
+            raise _fail(str(exc), EXIT_USAGE) from None
+        cmd = sv.serve_command(opts, ["vllm", "serve"])
+        print(f"# {exc}", file=sys.stderr)
+    print(shlex.join(cmd), file=sys.stdout if dry_run else sys.stderr)
+    if dry_run:
+        return
+    url = sv.base_url(host, port)
+    log_file = None
+    if detach:
+        log_file = log_path or Path(f"vllm-{port}.log")
+        stream = log_file.open("ab")
+        proc = subprocess.Popen(cmd, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
+    else:
+        proc = subprocess.Popen(cmd)
+    try:
+        seconds = sv.wait_healthy(url, proc, timeout, log_file)
+    except (VLMError, KeyboardInterrupt) as exc:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _fail(str(exc), EXIT_INPUT) from None
+    print(f"vLLM is ready after {seconds:.0f} s (pid {proc.pid})", file=sys.stderr)
+    print(url)
+    if detach:
+        print(f"logs: {log_file}; stop it with: kill {proc.pid}", file=sys.stderr)
+        return
+    try:
+        raise typer.Exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
+
+
+@vlm_app.command("check")
+def vlm_check(
+    url: Annotated[str, typer.Argument(help="The server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model to ask (default: the only one).")
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Photo to send (default: a bundled street sign).")
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", min=1)] = 2,
+    timeout: Annotated[float, typer.Option("--timeout")] = 120.0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=16)] = 512,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """List the server's models, send one real geolocation request, and report whether the
+    structured output was honoured and how long it took. Exit 1 when no usable answer came back."""
+    import dataclasses
+
+    from geosleuth.agents.vlm.serve import check_server
+    from geosleuth.errors import ConfigError, GeoSleuthError
+    from geosleuth.tools.image import open_image
+
+    try:
+        img = None
+        if image is not None:
+            loaded = open_image(str(image))
+            if loaded.rgb is None:
+                raise _fail(f"{image}: {loaded.pixel_error}", EXIT_INPUT)
+            img = loaded.rgb
+        report = check_server(
+            url, model, image=img, samples=samples, timeout_s=timeout, max_tokens=max_tokens
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except GeoSleuthError as exc:
+        raise _fail(str(exc), EXIT_INPUT) from None
+    if json_out:
+        print(json.dumps(dataclasses.asdict(report) | {"ok": report.ok}, indent=2))
+    else:
+        print(f"server     : {report.base_url} ({report.server_kind or 'unreachable'})")
+        print(f"models     : {', '.join(report.models) or '(none)'}")
+        if report.samples or report.model:
+            print(f"asked      : {report.model}, {report.samples} samples, schema via {report.structured}")
+            honoured = (
+                "yes" if report.structured_honoured else "no (the tolerant parser had to read the answers)"
+            )
+            print(f"structured : {honoured}")
+            print(f"usable     : {report.usable}/{report.samples}; first: {report.first_answer}")
+            print(
+                f"latency    : {report.latency_s:.2f} s; tokens: {report.prompt_tokens} prompt, "
+                f"{report.completion_tokens} completion"
+            )
+        for e in report.errors:
+            print(f"error      : {e}")
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_INPUT)
 
 
 def _load(config: Path | None):  # type: ignore[no-untyped-def]

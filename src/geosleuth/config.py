@@ -130,17 +130,53 @@ class RetrievalSettings(_Section):
 
 
 class VLMSettings(_Section):
+    backend: Literal["openai", "transformers"] = Field(
+        default="openai",
+        description="openai: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI); "
+        "transformers: a small VLM in this process (vlm.model is then a folder or hub id in the HF cache).",
+    )
     base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
     )
     model: str | None = Field(
-        default=None, description="Model name the server knows, e.g. Qwen/Qwen2.5-VL-7B-Instruct"
+        default=None,
+        description="Model name the server knows (default: its only model), or for the transformers "
+        "backend a folder or hub id, e.g. Qwen/Qwen2.5-VL-3B-Instruct",
+    )
+    server: Literal["auto", "vllm", "openai", "ollama", "llamacpp", "generic"] = Field(
+        default="auto", description="Server kind, for its quirks; auto asks the server's /models."
     )
     api_key: SecretStr | None = Field(default=None, description="Bearer token, if the server needs one.")
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_concurrency: int = Field(default=8, ge=1)
-    samples: int = Field(default=5, ge=1)
-    temperature: float = Field(default=0.8, ge=0.0)
+    timeout_s: float = Field(default=120.0, gt=0, description="Per HTTP request.")
+    max_retries: int = Field(default=4, ge=0, description="Retries on connection errors, 429 and 5xx.")
+    max_concurrency: int = Field(default=8, ge=1, description="Requests in flight at once.")
+    samples: int = Field(default=5, ge=1, le=64, description="Samples per prompt variant (n).")
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, description="G3 samples at 1.2.")
+    top_p: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Sent with every request, so a checkpoint's own near-greedy defaults cannot make "
+        "the samples identical.",
+    )
+    max_tokens: int = Field(default=1024, ge=16, description="Per sample; answers cut off here are unusable.")
+    rag_k: list[int] = Field(
+        default_factory=lambda: [0, 5, 10, 15],
+        description="Prompt variants: 0 is zero-shot; k > 0 adds k similar and k dissimilar neighbours.",
+    )
+    structured_output: bool = Field(default=True, description="Send the guess JSON schema to the server.")
+    evidence_in_prompt: bool = Field(
+        default=True, description="Give the model the tool evidence and the text read from the image."
+    )
+    reference_images: int = Field(
+        default=0, ge=0, le=16, description="Attach thumbnails of this many similar neighbours (if on disk)."
+    )
+    image_max_side: int = Field(default=1024, ge=64, description="Resize the photo to this longest side.")
+    prompt_dir: Path | None = Field(
+        default=None, description="Folder overriding the packaged prompt templates."
+    )
+    seed: int | None = Field(default=None, description="Sampling seed, for servers that honour it.")
+    device: str = Field(default="auto", description="transformers backend: cpu, cuda, or auto.")
 
 
 class BudgetSettings(_Section):

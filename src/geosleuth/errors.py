@@ -88,3 +88,34 @@ class IndexError_(GeoSleuthError, ValueError):
 
 class EmptySourceError(GeoSleuthError, ValueError):
     """A source (folder, table, gallery) holds nothing usable."""
+
+
+# --- VLM reasoning ------------------------------------------------------------------------------
+
+
+class PromptTemplateError(GeoSleuthError, ValueError):
+    """A prompt template is missing, has a syntax error, or was rendered without one of its variables."""
+
+
+class VLMError(GeoSleuthError, RuntimeError):
+    """A VLM request or answer could not be used. Subclasses say which way it failed."""
+
+
+class VLMConnectionError(VLMError, ConnectionError):
+    """The server could not be reached (refused, dropped, timed out), retries included."""
+
+
+class VLMServerError(VLMError):
+    """The server answered with an error status (5xx, or 429 after every retry)."""
+
+
+class VLMRequestRejectedError(VLMError):
+    """The server refused the request as invalid (4xx other than 429): wrong model, too many images..."""
+
+
+class VLMTruncatedError(VLMError):
+    """The answer stopped at the token limit (``finish_reason == "length"``); raise max_tokens."""
+
+
+class VLMUnusableOutputError(VLMError):
+    """The answer holds no usable coordinates (no JSON, no coordinates, or out of range)."""

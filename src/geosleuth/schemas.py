@@ -137,6 +137,7 @@ class EvidenceKind(StrEnum):
     PROMPT_INJECTION = "prompt-injection"
     GALLERY = "gallery"
     NEIGHBOURS = "neighbours"
+    VLM = "vlm"
 
 
 class Evidence(BaseModel):
@@ -282,10 +283,150 @@ class Prediction(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     stages: list[StageReport]
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage and in total.")
+    vlm: VLMReport | None = Field(
+        default=None, description="The VLM's calls, samples and rationale, if it ran."
+    )
     provenance: Provenance
 
     def stage(self, name: str) -> StageReport | None:
         return next((s for s in self.stages if s.name == name), None)
+
+
+class VLMGuess(BaseModel):
+    """A VLM's structured answer. The field order is the order of reasoning (clues, then continent
+    down to city, then coordinates), because servers that follow the schema generate fields in order.
+    Its JSON schema is what geosleuth sends as the structured-output constraint."""
+
+    model_config = ConfigDict(extra="ignore")
+    clues_used: list[str] = Field(
+        default_factory=list,
+        description="Visual and textual clues seen: script, language, signs, road markings, driving side, "
+        "vegetation, architecture, climate, sun.",
+    )
+    rationale: str = Field(default="", description="How the clues lead from continent to city, briefly.")
+    continent: str | None = Field(default=None, description="Continent.")
+    country: str | None = Field(default=None, description="Country, in English.")
+    region: str | None = Field(default=None, description="State, province or region.")
+    city: str | None = Field(default=None, description="City or nearest town.")
+    latitude: float = Field(ge=-90.0, le=90.0, description="Latitude in decimal degrees, north positive.")
+    longitude: float = Field(ge=-180.0, le=180.0, description="Longitude in decimal degrees, east positive.")
+    radius_km: float | None = Field(
+        default=None, gt=0.0, le=20038.0, description="Radius in km that likely holds the true location."
+    )
+    confidence: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Chance the location is within radius_km."
+    )
+
+    @field_validator("latitude", "longitude", "radius_km", "confidence")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"must be a finite number, got {v!r}")
+        return None if v is None else float(v)
+
+    @property
+    def point(self) -> LatLon:
+        return LatLon(lat=self.latitude, lon=self.longitude)
+
+
+class TokenUsage(BaseModel):
+    model_config = _STRICT
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+ParseMethod = Literal["json", "repaired-json", "free-text", "failed"]
+
+
+class VLMSample(BaseModel):
+    """One sampled answer: the parsed guess, or why there is none, and always the raw text."""
+
+    model_config = _STRICT
+    index: int = Field(ge=0, description="Position among the call's samples.")
+    raw_text: str
+    guess: VLMGuess | None = None
+    parse: ParseMethod = "failed"
+    finish_reason: str | None = None
+    error: str | None = Field(default=None, description="Why the sample is unusable (guess is None).")
+    error_type: str | None = Field(default=None, description="Name of the geosleuth error class.")
+    notes: list[str] = Field(default_factory=list, description="Repairs the parser made, caveats.")
+    set_aside: str | None = Field(
+        default=None, description="Why a parsed guess was not used (a placeholder, an echo of injected text)."
+    )
+
+    @property
+    def usable(self) -> bool:
+        return self.guess is not None
+
+
+class VLMCall(BaseModel):
+    """What came back for one :class:`VLMRequest`."""
+
+    model_config = _STRICT
+    key: str
+    variant: str
+    model: str
+    backend: str
+    prompt_hash: str = ""
+    n: int = Field(ge=1)
+    temperature: float
+    structured: Literal["structured_outputs", "response_format", "none"] = Field(
+        description="How the JSON schema was sent (none: the parser had to read free text)."
+    )
+    samples: list[VLMSample] = Field(default_factory=list)
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    latency_s: float = Field(default=0.0, ge=0.0, description="Wall time including retries.")
+    attempts: int = Field(default=1, ge=0, description="HTTP attempts made (retries + 1).")
+    error: str | None = Field(default=None, description="Why the whole request failed.")
+    error_type: str | None = None
+
+    @property
+    def usable(self) -> list[VLMSample]:
+        return [s for s in self.samples if s.guess is not None]
+
+    def raise_for_error(self) -> None:
+        """Raise the typed error this call recorded (the call's own, else the first sample's)."""
+        from geosleuth import errors
+
+        for name, message in [(self.error_type, self.error)] + [
+            (s.error_type, s.error) for s in self.samples
+        ]:
+            if message:
+                cls = getattr(errors, name or "", None)
+                if not (isinstance(cls, type) and issubclass(cls, errors.VLMError)):
+                    cls = errors.VLMError
+                raise cls(f"{self.key}: {message}")
+
+
+class VLMReport(BaseModel):
+    """Everything the VLM stage did for one image: every call with every raw answer, the totals, and
+    what the samples agree on."""
+
+    model_config = _STRICT
+    model: str
+    backend: str
+    prompt_hash: str = Field(description="sha256 of the prompt templates used.")
+    calls: list[VLMCall] = Field(default_factory=list)
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    seconds: float = Field(default=0.0, ge=0.0)
+    usable_samples: int = Field(default=0, ge=0)
+    total_samples: int = Field(default=0, ge=0)
+    consensus: LatLon | None = Field(default=None, description="Where most usable samples agree.")
+    consensus_share: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of usable samples near it."
+    )
+    rationale: str = Field(default="", description="The rationale of the sample closest to the consensus.")
+    discarded: list[str] = Field(default_factory=list, description="Samples set aside, and why.")
 
 
 class LocateError(BaseModel):
@@ -295,3 +436,6 @@ class LocateError(BaseModel):
     source: str
     error: str
     error_type: str
+
+
+Prediction.model_rebuild()

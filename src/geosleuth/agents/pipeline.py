@@ -32,7 +32,16 @@ from geosleuth.errors import (
     MissingDependencyError,
 )
 from geosleuth.gazetteer import Gazetteer
-from geosleuth.schemas import LocateError, Prediction, Provenance, StageReport, StageStatus
+from geosleuth.schemas import (
+    Evidence,
+    EvidenceKind,
+    LocateError,
+    Prediction,
+    Provenance,
+    StageReport,
+    StageStatus,
+    VLMReport,
+)
 from geosleuth.tools.clues import ClueExtractor
 from geosleuth.tools.exif import read_exif
 from geosleuth.tools.image import LoadedImage, open_image
@@ -54,6 +63,7 @@ _PROVENANCE_PACKAGES = (
     "babel",
     "phonenumbers",
     "timezonefinder",
+    "openai",
 )
 
 
@@ -69,6 +79,8 @@ class Deps:
     langid_unavailable: str | None = None
     retriever: Any = None
     retriever_unavailable: str | None = None
+    vlm: Any = None
+    vlm_unavailable: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
 
@@ -85,7 +97,40 @@ def build_deps(settings: Settings | None = None, *, gazetteer: Gazetteer | None 
         lambda: make_language_identifier(settings.langid),
         "language identification is turned off (langid.engine = 'none')",
     )
+    deps.vlm, deps.vlm_unavailable = make_vlm(settings)
     return deps
+
+
+def make_vlm(settings: Settings) -> tuple[Any, str | None]:
+    """The configured VLM backend, or None and why. Nothing is sent to a server here; the
+    transformers backend checks that its weights are on disk (fast) and loads them lazily."""
+    v = settings.vlm
+    try:
+        if v.backend == "transformers":
+            if not v.model:
+                return None, "vlm.backend is transformers but no vlm.model (a folder or hub id) is set"
+            from geosleuth.agents.vlm.transformers_backend import TransformersVLM
+
+            return TransformersVLM(v.model, device=v.device, max_image_side=v.image_max_side), None
+        if not v.base_url:
+            return None, "no VLM endpoint configured (vlm.base_url / --vlm-url)"
+        from geosleuth.agents.vlm.openai_backend import OpenAICompatibleVLM
+
+        return (
+            OpenAICompatibleVLM(
+                v.base_url,
+                v.model,
+                api_key=v.api_key.get_secret_value() if v.api_key else None,
+                server=v.server,
+                timeout_s=v.timeout_s,
+                max_retries=v.max_retries,
+                max_concurrency=v.max_concurrency,
+                image_max_side=v.image_max_side,
+            ),
+            None,
+        )
+    except (GeoSleuthError, ImportError, OSError) as exc:
+        return None, str(exc)
 
 
 def _make_retriever(settings: Settings, gazetteer: Gazetteer) -> tuple[Any, str | None]:
@@ -142,6 +187,7 @@ class Locator:
         self.settings = deps.settings
         self.fusion = EvidenceFusion(deps.gazetteer, deps.settings)
         self.clues = ClueExtractor(deps.gazetteer)
+        self._reasoner: Any = None
 
     # -- public API --
 
@@ -194,11 +240,13 @@ class Locator:
         else:
             stages.add("clues", StageStatus.SKIPPED, "no text to read clues from")
 
-        points = self._retrieval(image, stages, evidence, warnings)
-        self._unbuilt_stages(stages)
+        points, found = self._retrieval(image, stages, evidence, warnings)
+        matches = clues.matches if lines else []
+        vlm_points, vlm_report = self._vlm(image, stages, evidence, warnings, text, matches, found)
+        points.extend(vlm_points)
 
         t0 = time.perf_counter()
-        result = self.fusion.fuse(evidence, clues.matches if lines else [], exif, points)
+        result = self.fusion.fuse(evidence, matches, exif, points)
         evidence.extend(result.extra_evidence)
         warnings.extend(result.warnings)
         stages.add("fusion", StageStatus.RAN, f"{len(result.candidates)} candidates ranked", t0=t0)
@@ -218,6 +266,7 @@ class Locator:
             warnings=warnings,
             stages=stages.reports,
             timings=stages.timings,
+            vlm=vlm_report,
             provenance=self._provenance(image),
         )
 
@@ -305,21 +354,21 @@ class Locator:
 
     def _retrieval(
         self, image: LoadedImage, stages: _Stages, evidence: list[Any], warnings: list[str]
-    ) -> list[RetrievalPoint]:
+    ) -> tuple[list[RetrievalPoint], Any]:
         d = self.deps
         if d.retriever is None:
             stages.add("retrieval", StageStatus.UNAVAILABLE, d.retriever_unavailable or "not configured")
-            return []
+            return [], None
         if image.rgb is None:
             stages.add("retrieval", StageStatus.SKIPPED, "the pixels could not be decoded")
-            return []
+            return [], None
         t0 = time.perf_counter()
         try:
             found = d.retriever.run(image.rgb)
         except (GeoSleuthError, RuntimeError, ValueError, OSError) as exc:
             stages.add("retrieval", StageStatus.FAILED, str(exc), engine=d.retriever.encoder.name, t0=t0)
             warnings.append(f"retrieval failed: {exc}")
-            return []
+            return [], None
         new, points = retrieval_evidence(found.gallery, found.similar, d.gazetteer, found.refined)
         evidence.extend(new)
         parts = []
@@ -337,17 +386,61 @@ class Locator:
             engine=d.retriever.encoder.name,
             t0=t0,
         )
-        return points
+        return points, found
 
-    def _unbuilt_stages(self, stages: _Stages) -> None:
-        v = self.settings.vlm
-        if v.base_url:
-            detail = (
-                f"VLM reasoning is not part of this version yet; the endpoint {v.base_url} was not called"
-            )
-        else:
-            detail = "no VLM endpoint configured (vlm.base_url / --vlm-url)"
-        stages.add("vlm", StageStatus.UNAVAILABLE, detail)
+    def _vlm(
+        self,
+        image: LoadedImage,
+        stages: _Stages,
+        evidence: list[Evidence],
+        warnings: list[str],
+        text: str,
+        matches: list[Any],
+        found: Any,
+    ) -> tuple[list[RetrievalPoint], VLMReport | None]:
+        """Ask the VLM (every prompt variant, every sample) and add its votes to the evidence."""
+        d = self.deps
+        if d.vlm is None:
+            stages.add("vlm", StageStatus.UNAVAILABLE, d.vlm_unavailable or "not configured")
+            return [], None
+        if image.rgb is None:
+            stages.add("vlm", StageStatus.SKIPPED, "the pixels could not be decoded")
+            return [], None
+        from geosleuth.agents.vlm.prompting import (
+            PromptContext,
+            evidence_lines,
+            references_from_neighbours,
+            untrusted_block,
+        )
+        from geosleuth.agents.vlm.reasoning import VLMReasoner, vlm_evidence
+
+        t0 = time.perf_counter()
+        if self._reasoner is None:
+            self._reasoner = VLMReasoner(d.vlm, self.settings, d.gazetteer)
+        context = PromptContext(
+            evidence_lines=evidence_lines(evidence),
+            untrusted_text=untrusted_block(text),
+            similar=references_from_neighbours(found.similar) if found is not None else [],
+            dissimilar=references_from_neighbours(found.dissimilar) if found is not None else [],
+        )
+        if found is not None and self.settings.vlm.reference_images:
+            _attach_thumbnails(context, self.settings.vlm.reference_images)
+        injection = any(e.kind == EvidenceKind.PROMPT_INJECTION for e in evidence)
+        taint = _taint(text, matches, evidence) if injection else None
+        report = self._reasoner.run(image.rgb, context, key=image.source, taint=taint)
+        new, points = vlm_evidence(report, d.gazetteer, injection=injection)
+        evidence.extend(new)
+        failed = [c for c in report.calls if c.error]
+        for c in failed:
+            warnings.append(f"VLM request {c.variant} failed: {c.error}")
+        detail = (
+            f"{report.usable_samples}/{report.total_samples} usable answers from "
+            f"{len(report.calls) - len(failed)}/{len(report.calls)} requests "
+            f"({', '.join(c.variant for c in report.calls)}); {report.usage.total} tokens"
+        )
+        status = StageStatus.FAILED if len(failed) == len(report.calls) else StageStatus.RAN
+        stages.add("vlm", status, detail, engine=f"{d.vlm.name}:{d.vlm.model}", t0=t0)
+        return points, report
 
     def _provenance(self, image: LoadedImage) -> Provenance:
         d = self.deps
@@ -366,6 +459,8 @@ class Locator:
                     models["ocr"] = f"{d.ocr.name} (version unknown: {exc})"
             if d.langid is not None:
                 models["langid"] = d.langid.version()
+            if d.vlm is not None:
+                models["vlm"] = f"{d.vlm.name}: {d.vlm.model}"
             if d.retriever is not None:
                 enc = d.retriever.encoder
                 models["image_encoder"] = f"{enc.name} (weights sha256 {enc.fingerprint[:16]})"
@@ -380,6 +475,39 @@ class Locator:
             models={k[6:]: v for k, v in d.versions.items() if k.startswith("model:")},
             config_hash=self.settings.fingerprint(),
         )
+
+
+def _taint(text: str, matches: list[Any], evidence: list[Evidence]) -> Any:
+    """Where text that tries to instruct AI systems points: its coordinates, the places it names
+    (the likeliest three readings of each) and the countries it names."""
+    from geosleuth.agents.vlm.reasoning import Taint
+    from geosleuth.gazetteer import city_radius_km
+
+    places = []
+    for m in matches:
+        ranked = sorted(zip(m.places, m.weights, strict=True), key=lambda pw: -pw[1])[:3]
+        for p, _ in ranked:
+            places.append((p.point, max(25.0, float(city_radius_km(p.population))), p.name))
+    countries = {
+        c
+        for e in evidence
+        if e.kind == EvidenceKind.COUNTRY_NAME
+        for c, like in e.countries.items()
+        if like >= 0.5
+    }
+    return Taint(text=text, places=tuple(places), countries=frozenset(countries))
+
+
+def _attach_thumbnails(context: Any, count: int) -> None:
+    """Thumbnails of the most similar neighbours whose files are still on disk."""
+    from dataclasses import replace
+
+    from geosleuth.agents.vlm.prompting import load_thumbnail
+
+    for i, ref in enumerate(context.similar[:count]):
+        thumb = load_thumbnail(ref.key) if ref.key else None
+        if thumb is not None:
+            context.similar[i] = replace(ref, image=thumb)
 
 
 def _own_version() -> str:

@@ -2,6 +2,11 @@
 
 * :func:`build_tiny_clip` / :func:`build_tiny_siglip`: random-initialised checkpoints built from a
   config in milliseconds and saved as a normal transformers folder (no download, ever).
+* :func:`build_tiny_vlm`: random tiny Qwen2-VL / Qwen2.5-VL / SmolVLM checkpoints with a real
+  tokenizer, chat template and processor configs, servable by vLLM (see ``testing.tiny_vlm``).
+* :mod:`geosleuth.testing.openai_server`: a real local HTTP server speaking vLLM's OpenAI-compatible
+  chat protocol, scriptable to answer well, in free text, malformed, out of range, truncated, slowly,
+  with 5xx/429, or by dropping the connection.
 * :class:`PixelEncoder`: a deterministic image encoder (no weights) whose embeddings really depend
   on the picture: good for index and pipeline tests where a model would be slow.
 """
@@ -15,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+
+from geosleuth.testing.tiny_vlm import build_tiny_vlm as build_tiny_vlm
 
 
 def build_tiny_clip(
