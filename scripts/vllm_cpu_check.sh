@@ -21,6 +21,7 @@ PORT=${PORT:-8765}
 LIMIT_IMAGES=${LIMIT_IMAGES:-2}
 FAMILIES=${FAMILIES:-qwen2_vl qwen2_5_vl}
 WORK=${WORK:-$(mktemp -d /tmp/geosleuth-vllm-check.XXXXXX)}
+mkdir -p "$WORK"
 SAVE_BODIES=${SAVE_BODIES:-}
 START_TIMEOUT=${START_TIMEOUT:-300}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -134,7 +135,7 @@ EOF
         STATUS=1
     fi
     log "geosleuth vlm check $URL"
-    "$GEO_PY" -m geosleuth.cli vlm check "$URL" --model "$name" --samples 4 --max-tokens 400 || STATUS=1
+    "$GEO_PY" -m geosleuth.cli vlm check "$URL" --model "$name" --samples 4 || STATUS=1
     log "a batch of guesses: geosleuth locate on the sign fixtures with the VLM"
     "$GEO_PY" -m geosleuth.cli locate tests/fixtures/sign_*.jpg tests/fixtures/blank.jpg \
         --vlm-url "$URL" --vlm-model "$name" --vlm-samples 4 --json >"$WORK/locate-$fam.jsonl" || STATUS=1

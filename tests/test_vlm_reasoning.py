@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from PIL import Image
 
-from geosleuth.agents.vlm.base import VLMBackend, VLMRequest
+from geosleuth.agents.vlm.base import VLMBackend, VLMRequest, call_record
 from geosleuth.agents.vlm.parse import parse_guess
 from geosleuth.agents.vlm.prompting import PromptContext, untrusted_block
 from geosleuth.agents.vlm.reasoning import VLM_WEIGHT, Taint, VLMReasoner, consensus, vlm_evidence
@@ -39,23 +39,18 @@ class Scripted:
         out = []
         for i, r in enumerate(requests):
             self.requests.append(r)
-            common = dict(
-                key=r.key,
-                variant=r.variant,
-                model=self.model,
-                backend=self.name,
-                n=r.n,
-                temperature=r.temperature,
-                structured="none",
-                prompt_hash=r.prompt_hash,
-            )
+            common = {"model": self.model, "backend": self.name, "structured": "none"}
             if i in self.fail:
-                out.append(VLMCall(**common, error="HTTP 500 after 5 attempts", error_type="VLMServerError"))
+                out.append(
+                    call_record(r, **common, error="HTTP 500 after 5 attempts", error_type="VLMServerError")
+                )
                 continue
             texts = self.texts[i % len(self.texts)]
             samples = [parse_guess(t, "stop", index=j) for j, t in enumerate(texts)]
             out.append(
-                VLMCall(**common, samples=samples, usage=TokenUsage(prompt_tokens=100, completion_tokens=20))
+                call_record(
+                    r, **common, samples=samples, usage=TokenUsage(prompt_tokens=100, completion_tokens=20)
+                )
             )
         return out
 

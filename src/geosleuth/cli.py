@@ -649,7 +649,7 @@ def vlm_check(
     ] = None,
     samples: Annotated[int, typer.Option("--samples", min=1)] = 2,
     timeout: Annotated[float, typer.Option("--timeout")] = 120.0,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=16)] = 512,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=16)] = 1024,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """List the server's models, send one real geolocation request, and report whether the

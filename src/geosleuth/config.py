@@ -180,7 +180,7 @@ class VLMSettings(_Section):
 
 
 class BudgetSettings(_Section):
-    max_vlm_calls: int = Field(default=40, ge=0)
+    max_vlm_calls: int = Field(default=40, ge=0, description="VLM requests (prompt variants) per image.")
     max_tool_calls: int = Field(default=20, ge=0)
     max_seconds: float = Field(default=300.0, gt=0)
 

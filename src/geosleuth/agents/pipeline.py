@@ -103,7 +103,8 @@ def build_deps(settings: Settings | None = None, *, gazetteer: Gazetteer | None 
 
 def make_vlm(settings: Settings) -> tuple[Any, str | None]:
     """The configured VLM backend, or None and why. Nothing is sent to a server here; the
-    transformers backend checks that its weights are on disk (fast) and loads them lazily."""
+    transformers backend finds its weights on disk (failing in milliseconds when they are not
+    there, with the download command) and loads them."""
     v = settings.vlm
     try:
         if v.backend == "transformers":
@@ -405,6 +406,9 @@ class Locator:
             return [], None
         if image.rgb is None:
             stages.add("vlm", StageStatus.SKIPPED, "the pixels could not be decoded")
+            return [], None
+        if self.settings.budgets.max_vlm_calls == 0:
+            stages.add("vlm", StageStatus.SKIPPED, "budgets.max_vlm_calls is 0")
             return [], None
         from geosleuth.agents.vlm.prompting import (
             PromptContext,

@@ -58,6 +58,35 @@ class VLMRequest(BaseModel):
     seed: int | None = None
 
 
+def resize_longest(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` in RGB (CMYK, palette, alpha and 16-bit handled), scaled down, never up, so its
+    longest side is at most ``max_side``."""
+    from geosleuth.tools.image import to_rgb
+
+    img = to_rgb(image)
+    if max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    return img
+
+
+def call_record(r: VLMRequest, *, model: str, backend: str, structured: str, **fields: Any) -> VLMCall:
+    """The :class:`VLMCall` for request ``r``: who asked and how, plus ``fields`` (samples, usage,
+    latency, error...)."""
+    return VLMCall(
+        key=r.key,
+        variant=r.variant,
+        model=model,
+        backend=backend,
+        prompt_hash=r.prompt_hash,
+        n=r.n,
+        temperature=r.temperature,
+        structured=structured,
+        **fields,
+    )
+
+
 MAX_CLUES = 12
 MAX_SHORT_TEXT = 120
 MAX_RATIONALE = 1500

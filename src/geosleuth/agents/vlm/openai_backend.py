@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 from PIL import Image
 
-from geosleuth.agents.vlm.base import VLMRequest, guess_json_schema
+from geosleuth.agents.vlm.base import VLMRequest, call_record, guess_json_schema, resize_longest
 from geosleuth.agents.vlm.parse import parse_guess
 from geosleuth.errors import (
     ConfigError,
@@ -90,14 +90,8 @@ def detect_server(base_url: str, models: list[dict[str, Any]]) -> str:
 
 def image_data_url(image: Image.Image, max_side: int = 1024, quality: int = 90) -> str:
     """A JPEG data URL of ``image`` scaled down (never up) to ``max_side`` on its longest side."""
-    img = image if image.mode == "RGB" else image.convert("RGB")
-    if max(img.size) > max_side:
-        scale = max_side / max(img.size)
-        img = img.resize(
-            (max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.LANCZOS
-        )
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
+    resize_longest(image, max_side).save(buf, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -286,14 +280,10 @@ class OpenAICompatibleVLM:
     def _failed(
         self, r: VLMRequest, exc: BaseException, latency: float, attempts: int, mode: StructuredMode
     ) -> VLMCall:
-        return VLMCall(
-            key=r.key,
-            variant=r.variant,
+        return call_record(
+            r,
             model=self.model,
             backend=self.name,
-            prompt_hash=r.prompt_hash,
-            n=r.n,
-            temperature=r.temperature,
             structured=mode,
             latency_s=round(latency, 4),
             attempts=attempts,
@@ -369,14 +359,10 @@ class OpenAICompatibleVLM:
             usage = usage + used
             for text, finish_reason in choices:
                 samples.append(parse_guess(text, finish_reason, index=len(samples)))
-        return VLMCall(
-            key=r.key,
-            variant=r.variant,
+        return call_record(
+            r,
             model=self.model,
             backend=self.name,
-            prompt_hash=r.prompt_hash,
-            n=r.n,
-            temperature=r.temperature,
             structured=mode,
             samples=samples,
             usage=usage,

@@ -26,26 +26,7 @@ from geosleuth.schemas import Evidence, EvidenceKind, LatLon, Neighbour
 
 MAX_UNTRUSTED_CHARS = 1500
 THUMBNAIL_SIDE = 384
-# Evidence the prompt states as tool facts. Text itself goes to <untrusted_text>; retrieval goes
-# to the reference lists.
-_PROMPT_KINDS = {
-    EvidenceKind.GPS,
-    EvidenceKind.ALTITUDE,
-    EvidenceKind.BEARING,
-    EvidenceKind.TIMESTAMP,
-    EvidenceKind.UTC_OFFSET,
-    EvidenceKind.CAMERA,
-    EvidenceKind.LANGUAGE,
-    EvidenceKind.SCRIPT,
-    EvidenceKind.PLACE_NAME,
-    EvidenceKind.COUNTRY_NAME,
-    EvidenceKind.POSTCODE,
-    EvidenceKind.PHONE,
-    EvidenceKind.DOMAIN,
-    EvidenceKind.CURRENCY,
-    EvidenceKind.STREET_TYPE,
-    EvidenceKind.PROMPT_INJECTION,
-}
+# Clues that tools derived from the image's text: stated as facts, marked as read from that text.
 _FROM_TEXT = {
     EvidenceKind.PLACE_NAME,
     EvidenceKind.COUNTRY_NAME,
@@ -54,6 +35,19 @@ _FROM_TEXT = {
     EvidenceKind.DOMAIN,
     EvidenceKind.CURRENCY,
     EvidenceKind.STREET_TYPE,
+}
+# Evidence the prompt states as tool facts. The text itself goes to <untrusted_text>; retrieval
+# goes to the reference lists.
+_PROMPT_KINDS = _FROM_TEXT | {
+    EvidenceKind.GPS,
+    EvidenceKind.ALTITUDE,
+    EvidenceKind.BEARING,
+    EvidenceKind.TIMESTAMP,
+    EvidenceKind.UTC_OFFSET,
+    EvidenceKind.CAMERA,
+    EvidenceKind.LANGUAGE,
+    EvidenceKind.SCRIPT,
+    EvidenceKind.PROMPT_INJECTION,
 }
 
 

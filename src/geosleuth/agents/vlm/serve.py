@@ -171,7 +171,7 @@ def check_server(
     samples: int = 2,
     timeout_s: float = 120.0,
     api_key: str | None = None,
-    max_tokens: int = 512,
+    max_tokens: int = 1024,
 ) -> CheckReport:
     """List the models, send one real geolocation request, and say what came back."""
     from geosleuth.agents.vlm.openai_backend import OpenAICompatibleVLM

@@ -31,9 +31,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from geosleuth.agents.vlm.base import VLMRequest
+from geosleuth.agents.vlm.base import VLMRequest, call_record, resize_longest
 from geosleuth.agents.vlm.parse import parse_guess
 from geosleuth.errors import ConfigError, MissingDependencyError, VLMError, WeightsNotFoundError
 from geosleuth.schemas import TokenUsage, VLMCall, VLMSample
@@ -58,18 +56,6 @@ def _require(package: str) -> None:
                 "--index-url https://download.pytorch.org/whl/cpu, then",
             )
         raise MissingDependencyError(package, "retrieval", _PURPOSE)
-
-
-def resize_longest(image: Image.Image, max_side: int) -> Image.Image:
-    """``image`` in RGB, scaled down (never up) so its longest side is at most ``max_side``."""
-    from geosleuth.retrieval.base import as_rgb
-
-    img = as_rgb([image])[0]
-    if max(img.size) > max_side:
-        scale = max_side / max(img.size)
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        img = img.resize(size, Image.Resampling.LANCZOS)
-    return img
 
 
 def _read_chat_template(folder: Path, tokenizer: Any) -> str:
@@ -255,27 +241,21 @@ class TransformersVLM:
 
     def _call(self, r: VLMRequest) -> VLMCall:
         start = time.perf_counter()
-        base = {
-            "key": r.key,
-            "variant": r.variant,
-            "model": self.model,
-            "backend": self.name,
-            "prompt_hash": r.prompt_hash,
-            "n": r.n,
-            "temperature": r.temperature,
-            "structured": "none",
-        }
+        base: dict[str, Any] = {"model": self.model, "backend": self.name, "structured": "none"}
         try:
             samples, usage = self._run(r)
         except Exception as exc:  # never lose the record: the call says what went wrong
             log.warning("%s: generation failed: %s", r.key, exc)
-            return VLMCall(
+            return call_record(
+                r,
                 **base,
                 latency_s=round(time.perf_counter() - start, 4),
                 error=f"{type(exc).__name__}: {exc}",
                 error_type=type(exc).__name__ if isinstance(exc, VLMError) else VLMError.__name__,
             )
-        return VLMCall(**base, samples=samples, usage=usage, latency_s=round(time.perf_counter() - start, 4))
+        return call_record(
+            r, **base, samples=samples, usage=usage, latency_s=round(time.perf_counter() - start, 4)
+        )
 
     def _run(self, r: VLMRequest) -> tuple[list[VLMSample], TokenUsage]:
         import torch
