@@ -87,7 +87,7 @@ def test_utc_offset_alone_is_a_weak_hint(exif_locator):
 def test_every_stage_is_reported(exif_locator):
     pred = exif_locator.locate(fixture("exif_gps.jpg"))
     stages = {s.name: s for s in pred.stages}
-    assert list(stages) == ["load", "exif", "ocr", "langid", "clues", "retrieval", "vlm", "fusion"]
+    assert list(stages) == ["load", "exif", "ocr", "langid", "clues", "retrieval", "vlm", "verify"]
     assert stages["ocr"].status == StageStatus.UNAVAILABLE and "turned off" in stages["ocr"].detail
     assert (
         stages["retrieval"].status == StageStatus.UNAVAILABLE

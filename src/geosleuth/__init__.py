@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Locator", "Settings", "__version__", "load_settings", "locate"]
+__all__ = ["Locator", "Settings", "__version__", "alocate", "load_settings", "locate"]
 
 try:
     from importlib.metadata import version as _version
@@ -21,12 +21,12 @@ except Exception:  # pragma: no cover - source tree without an install
     __version__ = "0+unknown"
 
 if TYPE_CHECKING:
-    from geosleuth.agents.pipeline import Locator, locate
+    from geosleuth.agents.pipeline import Locator, alocate, locate
     from geosleuth.config import Settings, load_settings
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("locate", "Locator"):
+    if name in ("locate", "alocate", "Locator"):
         from geosleuth.agents import pipeline
 
         return getattr(pipeline, name)

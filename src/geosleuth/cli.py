@@ -38,6 +38,8 @@ vlm_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(vlm_app, name="vlm")
+verifier_app = typer.Typer(help="Fit the verifier's weights on labelled photos.", no_args_is_help=True)
+app.add_typer(verifier_app, name="verifier")
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 log = logging.getLogger("geosleuth.cli")
@@ -123,6 +125,12 @@ def locate(
         float | None, typer.Option("--min-probability", help="Answer only above this probability.")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Images processed in parallel.")] = 1,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Show every planner step: inputs, outputs, calls, timings.")
+    ] = False,
+    offline: Annotated[
+        bool | None, typer.Option("--offline/--online", help="Never touch the network (default: settings).")
+    ] = None,
     config: ConfigOpt = None,
     cache_dir: CacheOpt = None,
     verbose: Annotated[
@@ -151,6 +159,7 @@ def locate(
             config,
             cache_dir=cache_dir,
             use_exif_gps=False if ignore_exif_gps else None,
+            offline=offline,
             min_probability=min_probability,
             ocr={"engine": ocr} if ocr else None,
             retrieval={"image_encoder": image_encoder, "index_dir": index},
@@ -190,9 +199,9 @@ def locate(
         pred: Prediction = result
         located += pred.status == "located"
         if json_out:
-            print(pred.model_dump_json(indent=None if batch else 2))
+            print(pred.model_dump_json(indent=None if batch else 2, exclude=None if trace else {"trace"}))
         else:
-            _render(out, pred)
+            _render(out, pred, trace=trace)
     if batch and not quiet:
         note = f", {skipped} non-image files skipped" if skipped else ""
         err.print(
@@ -275,7 +284,7 @@ def _run(locator: Any, sources: list[str | bytes], workers: int, err: Console, *
                     yield result
 
 
-def _render(out: Console, p: Prediction) -> None:
+def _render(out: Console, p: Prediction, *, trace: bool = False) -> None:
     from rich.markup import escape
 
     from geosleuth.schemas import StageStatus
@@ -328,6 +337,26 @@ def _render(out: Console, p: Prediction) -> None:
         StageStatus.UNAVAILABLE: "✗",
         StageStatus.FAILED: "!",
     }
+    if p.regions:
+        out.print(
+            "  Regions    : "
+            + "; ".join(
+                f"{r.level:.0%} within {len(r.circles)} circle{'s' if len(r.circles) > 1 else ''} "
+                f"({r.area_km2:,.0f} km²)"
+                for r in p.regions
+            )
+        )
+    if trace and p.trace:
+        out.print("  Trace:")
+        for step in p.trace:
+            out.print(
+                f"    [bold]{escape(step.node)}[/] {step.seconds * 1000:.0f} ms: {escape(step.summary)}"
+            )
+            for label, data in (("in", step.inputs), ("out", step.outputs)):
+                if data:
+                    out.print(f"      {label}: {escape(json.dumps(data, ensure_ascii=False, default=str))}")
+            for call in step.calls:
+                out.print(f"      call: {escape(call)}")
     out.print("  Stages:")
     for s in p.stages:
         engine = f" [{s.engine}]" if s.engine else ""
@@ -693,6 +722,57 @@ def vlm_check(
         for e in report.errors:
             print(f"error      : {e}")
     raise typer.Exit(EXIT_OK if report.ok else EXIT_INPUT)
+
+
+@verifier_app.command("fit")
+def verifier_fit(
+    table: Annotated[Path, typer.Argument(help="CSV/Parquet of image,lat,lon (the truth).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the fitted weights (JSON).")],
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Folder the image paths are relative to.")
+    ] = None,
+    hit_km: Annotated[float, typer.Option("--hit-km", help="A candidate within this is 'right'.")] = 25.0,
+    l2: Annotated[float, typer.Option("--l2", help="Pull toward the current weights.")] = 0.01,
+    config: ConfigOpt = None,
+) -> None:
+    """Run every photo through the configured pipeline, then fit the verifier's weights so the
+    candidate nearest the truth wins. Use them with verifier.weights_file = OUT."""
+    from geosleuth.agents.pipeline import Locator
+    from geosleuth.errors import GeoSleuthError
+    from geosleuth.retrieval.tables import find_column, latlon_columns, read_table
+    from geosleuth.schemas import LatLon
+
+    settings = _load(config)
+    try:
+        columns = read_table(table)
+        paths = columns[find_column(columns, ("image", "path", "file", "filename"), table, "image path")]
+        coords = latlon_columns(columns, table)
+    except (GeoSleuthError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc), EXIT_INPUT) from None
+    locator = Locator(settings)
+    examples = []
+    failed = 0
+    for path, (lat, lon) in zip(paths, coords, strict=True):
+        src = (images or table.parent) / path
+        try:
+            _, state = locator.run(str(src))
+        except GeoSleuthError as exc:
+            failed += 1
+            print(f"geosleuth: skipped {src}: {exc}", file=sys.stderr)
+            continue
+        if state.inputs is not None:
+            examples.append((state.inputs, LatLon(lat=float(lat), lon=float(lon))))
+    if not examples:
+        raise _fail(f"no photo of {table} gave candidates to fit on ({failed} failed)", EXIT_INPUT)
+    verifier = locator.planner.verifier
+    verifier.fit(examples, hit_km=hit_km, l2=l2)
+    verifier.save_weights(out)
+    m = verifier.fit_metrics
+    print(
+        f"fitted on {m['n_examples']} photos ({m['n_hits']} with a candidate within {hit_km:g} km): "
+        f"log-loss {m['log_loss_before']:.3f} -> {m['log_loss_after']:.3f}, top-1 "
+        f"{m['top1_before']:.2f} -> {m['top1_after']:.2f}; weights in {out}"
+    )
 
 
 def _load(config: Path | None):  # type: ignore[no-untyped-def]

@@ -177,12 +177,63 @@ class VLMSettings(_Section):
     )
     seed: int | None = Field(default=None, description="Sampling seed, for servers that honour it.")
     device: str = Field(default="auto", description="transformers backend: cpu, cuda, or auto.")
+    tool_calling: bool = Field(
+        default=True,
+        description="Let the VLM choose the planner's checks through tool calling (vLLM: serve with "
+        "--enable-auto-tool-choice --tool-call-parser ...); a rule chooses when it cannot.",
+    )
+
+
+class ToolSettings(_Section):
+    """Network tools of the planner's investigation step. ``offline = true`` turns them all off."""
+
+    nominatim_url: str = Field(
+        default="https://nominatim.openstreetmap.org", description="Nominatim server (geocoding)."
+    )
+    overpass_url: str = Field(
+        default="https://overpass-api.de/api/interpreter", description="OpenStreetMap Overpass API endpoint."
+    )
+    user_agent: str = Field(
+        default="geosleuth/0.1 (+https://github.com/geosleuth/geosleuth)",
+        description="Sent with every request; Nominatim's usage policy requires an identifying one.",
+    )
+    timeout_s: float = Field(default=20.0, gt=0, description="Per request.")
+    retries: int = Field(default=2, ge=0, description="Retries on connection errors, 429 and 5xx.")
+    min_interval_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="At least this long between requests to one service (Nominatim: 1 s).",
+    )
+    cache: bool = Field(default=True, description="Keep answers on disk (cache_dir/tools) and reuse them.")
+    overpass_radius_m: int = Field(
+        default=3000, ge=10, le=50_000, description="Search radius around a candidate."
+    )
+
+
+class VerifierSettings(_Section):
+    """How the verifier weighs its signals into one probability (log-linear; fit with `geosleuth
+    verifier fit`)."""
+
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Weight per signal name; missing names use the built-in defaults (see agents/verifier.py).",
+    )
+    weights_file: Path | None = Field(
+        default=None, description="Weights fitted by `geosleuth verifier fit` (JSON); overrides the defaults."
+    )
+    merge_km: float = Field(default=10.0, ge=0.0, description="Candidates closer than this are one place.")
+    region_levels: list[float] = Field(
+        default_factory=lambda: [0.5, 0.8, 0.95], description="Probability levels of the nested regions."
+    )
+    investigate_below: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="The planner investigates when the best is less likely."
+    )
 
 
 class BudgetSettings(_Section):
     max_vlm_calls: int = Field(default=40, ge=0, description="VLM requests (prompt variants) per image.")
-    max_tool_calls: int = Field(default=20, ge=0)
-    max_seconds: float = Field(default=300.0, gt=0)
+    max_tool_calls: int = Field(default=20, ge=0, description="Network tool calls per image.")
+    max_seconds: float = Field(default=300.0, gt=0, description="Wall time per image; then the best so far.")
 
 
 _config_file_var: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
@@ -244,6 +295,8 @@ class Settings(BaseSettings):
     langid: LangIDSettings = Field(default_factory=LangIDSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     vlm: VLMSettings = Field(default_factory=VLMSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
 
     @classmethod

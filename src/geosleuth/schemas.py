@@ -138,6 +138,7 @@ class EvidenceKind(StrEnum):
     GALLERY = "gallery"
     NEIGHBOURS = "neighbours"
     VLM = "vlm"
+    TOOL = "tool"
 
 
 class Evidence(BaseModel):
@@ -225,6 +226,36 @@ class Candidate(BaseModel):
     place: Place | None = None
     evidence_ids: list[str] = Field(default_factory=list, description="Evidence that supports it.")
     notes: list[str] = Field(default_factory=list, description="Why it was promoted or demoted.")
+    signals: dict[str, float] = Field(
+        default_factory=dict,
+        description="The verifier's signals for it (image-GPS similarity, neighbour density, VLM "
+        "consistency, hard-evidence agreement...), each a log-score contribution.",
+    )
+    sources: list[str] = Field(
+        default_factory=list, description="Every source that proposed this place (merged duplicates)."
+    )
+
+
+class ConfidenceRegion(BaseModel):
+    """The smallest set of ranked candidate circles that together hold ``level`` of the probability:
+    nested regions at 50/80/95% say how far to trust the point, and feed Recall-vs-Area."""
+
+    model_config = _STRICT
+    level: float = Field(gt=0.0, le=1.0)
+    circles: list[CircleRegion]
+    area_km2: float = Field(ge=0.0, description="Area of the union of the circles (overlaps counted once).")
+
+
+class TraceStep(BaseModel):
+    """One step of the planner, for `--trace`: what went in, what came out, what it called."""
+
+    model_config = _STRICT
+    node: str
+    seconds: float = Field(ge=0.0)
+    summary: str = ""
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    calls: list[str] = Field(default_factory=list, description="External calls made (tools, VLM requests).")
 
 
 class StageStatus(StrEnum):
@@ -286,6 +317,10 @@ class Prediction(BaseModel):
     vlm: VLMReport | None = Field(
         default=None, description="The VLM's calls, samples and rationale, if it ran."
     )
+    regions: list[ConfidenceRegion] = Field(
+        default_factory=list, description="Nested confidence regions (e.g. 50/80/95%), ranked circles."
+    )
+    trace: list[TraceStep] = Field(default_factory=list, description="The planner's steps (with --trace).")
     provenance: Provenance
 
     def stage(self, name: str) -> StageReport | None:

@@ -525,6 +525,24 @@ class EvidenceFusion:
 
     # -- explanations --
 
+    def explain(
+        self,
+        best: Candidate | None,
+        ranked: list[Candidate],
+        evidence: list[Evidence],
+        country_p: dict[str, float],
+        warnings: list[str],
+    ) -> str:
+        """The account of the evidence behind ``best`` (a camera GPS point, or inferred evidence), or
+        of why there is too little evidence when ``best`` is None, for a ranking made elsewhere."""
+        gps = next((e for e in evidence if e.id == "exif.gps" and e.usable and e.point), None)
+        if best is None:
+            ignored = gps is not None and not self.settings.use_exif_gps
+            return self._explain_insufficient(evidence, country_p, ignored, ranked)
+        if best.source == CandidateSource.EXIF:
+            return self._explain_exif(best, warnings)
+        return self._explain_evidence(best, ranked, evidence, country_p)
+
     def _explain_exif(self, best: Candidate, warnings: list[str]) -> str:
         where = best.place.short() if best.place else str(best.point)
         dist = f"{best.place.distance_km:.1f} km from {where}" if best.place else where

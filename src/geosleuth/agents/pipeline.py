@@ -9,23 +9,24 @@ Dependencies (gazetteer, OCR engine, language identifier) are passed in through 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
-from geosleuth.agents.fusion import EvidenceFusion, RetrievalPoint, retrieval_evidence
+from geosleuth.agents.fusion import confidence_level
+from geosleuth.agents.planner import SOFT_KINDS, Planner, RunState
 from geosleuth.config import Settings, load_settings
 from geosleuth.errors import (
-    CorruptImageError,
     EngineUnavailableError,
     GeoSleuthError,
     ImageInputError,
@@ -33,19 +34,17 @@ from geosleuth.errors import (
 )
 from geosleuth.gazetteer import Gazetteer
 from geosleuth.schemas import (
-    Evidence,
-    EvidenceKind,
+    Candidate,
+    CandidateSource,
+    ConfidenceLevel,
     LocateError,
     Prediction,
     Provenance,
     StageReport,
     StageStatus,
-    VLMReport,
 )
-from geosleuth.tools.clues import ClueExtractor
-from geosleuth.tools.exif import read_exif
 from geosleuth.tools.image import LoadedImage, open_image
-from geosleuth.tools.langid import LanguageIdentifier, detect_scripts, make_language_identifier
+from geosleuth.tools.langid import LanguageIdentifier, make_language_identifier
 from geosleuth.tools.ocr import OCREngine, make_ocr_engine
 
 log = logging.getLogger(__name__)
@@ -64,6 +63,8 @@ _PROVENANCE_PACKAGES = (
     "phonenumbers",
     "timezonefinder",
     "openai",
+    "langgraph",
+    "overpy",
 )
 
 
@@ -157,27 +158,6 @@ def _make_or_explain(factory: Callable[[], T | None], off: str) -> tuple[T | Non
     return engine, (off if engine is None else None)
 
 
-class _Stages:
-    def __init__(self) -> None:
-        self.reports: list[StageReport] = []
-        self.timings: dict[str, float] = {}
-
-    def add(
-        self,
-        name: str,
-        status: StageStatus,
-        detail: str = "",
-        engine: str | None = None,
-        t0: float | None = None,
-    ) -> None:
-        seconds = round(time.perf_counter() - t0, 4) if t0 is not None else 0.0
-        self.reports.append(
-            StageReport(name=name, status=status, detail=detail, engine=engine, seconds=seconds)
-        )
-        if t0 is not None:
-            self.timings[name] = seconds
-
-
 class Locator:
     """Locates photos with the configured stages. Reuse one instance for many images."""
 
@@ -186,90 +166,90 @@ class Locator:
             deps = build_deps(settings)
         self.deps = deps
         self.settings = deps.settings
-        self.fusion = EvidenceFusion(deps.gazetteer, deps.settings)
-        self.clues = ClueExtractor(deps.gazetteer)
-        self._reasoner: Any = None
+        self.planner = Planner(deps)
 
     # -- public API --
 
     def locate(self, source: ImageSource, *, name: str | None = None) -> Prediction:
         """Locate one photo. Raises :class:`~geosleuth.errors.ImageInputError` for bad input."""
+        return self.run(source, name=name)[0]
+
+    def run(self, source: ImageSource, *, name: str | None = None) -> tuple[Prediction, RunState]:
+        """:meth:`locate`, and the planner's whole state (for fitting the verifier, debugging)."""
         t_start = time.perf_counter()
         s = self.settings
-        stages = _Stages()
-
         t0 = time.perf_counter()
         image = open_image(source, name=name, max_pixels=s.max_image_pixels, max_bytes=s.max_file_bytes)
-        stages.add(
-            "load", StageStatus.RAN, f"{image.format} {image.width}x{image.height} {image.mode}", t0=t0
+        load = StageReport(
+            name="load",
+            status=StageStatus.RAN,
+            detail=f"{image.format} {image.width}x{image.height} {image.mode}",
+            seconds=round(time.perf_counter() - t0, 4),
         )
-
-        t0 = time.perf_counter()
-        exif = read_exif(image, self.deps.gazetteer)
-        if image.pixel_error and not exif.present:
-            raise CorruptImageError(
-                image.source, image.pixel_error + " and there is no metadata to fall back on"
-            )
-        n_used = sum(1 for e in exif.evidence if e.usable and e.weight > 0)
-        stages.add(
-            "exif",
-            StageStatus.RAN,
-            f"{len(exif.evidence)} observations, {n_used} locating" if exif.present else "no EXIF metadata",
-            t0=t0,
-        )
-        evidence = list(exif.evidence)
-        missing = list(exif.missing)
-        warnings: list[str] = []
-        if image.pixel_error:
-            warnings.append(f"{image.pixel_error}; only the metadata was used")
-
-        lines = self._ocr(image, stages, missing, warnings)
-        text = "\n".join(ln.text for ln in lines)
-        languages = self._langid(text, stages)
-        scripts = detect_scripts(text)
-
-        t0 = time.perf_counter()
-        if lines:
-            hints = self._hint_countries(languages)
-            clues = self.clues.extract(lines, languages, scripts, hint_countries=hints)
-            evidence.extend(clues.evidence)
-            missing.extend(clues.missing)
-            n_loc = sum(1 for e in clues.evidence if e.weight > 0 and (e.countries or e.point))
-            stages.add(
-                "clues", StageStatus.RAN, f"{n_loc} location clues from {len(lines)} text lines", t0=t0
-            )
-        else:
-            stages.add("clues", StageStatus.SKIPPED, "no text to read clues from")
-
-        points, found = self._retrieval(image, stages, evidence, warnings)
-        matches = clues.matches if lines else []
-        vlm_points, vlm_report = self._vlm(image, stages, evidence, warnings, text, matches, found)
-        points.extend(vlm_points)
-
-        t0 = time.perf_counter()
-        result = self.fusion.fuse(evidence, matches, exif, points)
-        evidence.extend(result.extra_evidence)
-        warnings.extend(result.warnings)
-        stages.add("fusion", StageStatus.RAN, f"{len(result.candidates)} candidates ranked", t0=t0)
-
-        stages.timings["total"] = round(time.perf_counter() - t_start, 4)
-        return Prediction(
+        state = self.planner.run(image, t_start)
+        fused = state.fusion
+        assert fused is not None
+        stages = state.stages
+        stages.timings = {
+            "load": load.seconds,
+            **stages.timings,
+            "total": round(time.perf_counter() - t_start, 4),
+        }
+        ranked = state.ranked
+        top = ranked[0] if ranked else None
+        p = state.confidence
+        located = top is not None and p >= s.min_probability and p > 0
+        basis: Literal["exif-gps", "evidence"] | None = None
+        if located and top is not None:
+            basis = "exif-gps" if top.source == CandidateSource.EXIF else "evidence"
+        prediction = Prediction(
             source=image.source,
-            status=result.status,
-            basis=result.basis,
-            best=result.best,
-            candidates=result.candidates,
-            confidence=round(result.confidence, 6),
-            confidence_level=result.level,
-            evidence=evidence,
-            explanation=result.explanation,
-            missing=missing,
-            warnings=warnings,
-            stages=stages.reports,
+            status="located" if located else "insufficient_evidence",
+            basis=basis,
+            best=top if located else None,
+            candidates=ranked,
+            confidence=round(p, 6),
+            confidence_level=confidence_level(p, s.min_probability) if located else ConfidenceLevel.NONE,
+            evidence=state.evidence,
+            explanation=_explanation(self.planner, state, top if located else None),
+            missing=state.missing,
+            warnings=state.warnings,
+            stages=[load, *stages.reports],
             timings=stages.timings,
-            vlm=vlm_report,
+            vlm=state.vlm,
+            regions=state.regions if located else [],
+            trace=state.trace,
             provenance=self._provenance(image),
         )
+        return prediction, state
+
+    async def alocate(self, source: ImageSource, *, name: str | None = None) -> Prediction:
+        """:meth:`locate` without blocking the event loop (it runs in a worker thread)."""
+        return await asyncio.to_thread(self.locate, source, name=name)
+
+    async def alocate_many(
+        self, sources: Iterable[ImageSource], *, concurrency: int = 4
+    ) -> AsyncIterator[Prediction | LocateError]:
+        """Locate many photos with at most ``concurrency`` in flight; results come in input order,
+        each as soon as it and those before it are done. A bad input yields a :class:`LocateError`."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(src: ImageSource) -> Prediction | LocateError:
+            async with sem:
+                try:
+                    return await self.alocate(src)
+                except ImageInputError as exc:
+                    return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
+
+        tasks = [asyncio.ensure_future(one(src)) for src in sources]
+        try:
+            for task in tasks:
+                yield await task
+        finally:
+            for task in tasks:
+                task.cancel()
 
     def locate_many(
         self,
@@ -298,153 +278,6 @@ class Locator:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for result in pool.map(one, sources):
                 yield emit(result)
-
-    # -- stages --
-
-    def _ocr(self, image: LoadedImage, stages: _Stages, missing: list[str], warnings: list[str]) -> list[Any]:
-        d = self.deps
-        if image.rgb is None:
-            stages.add("ocr", StageStatus.SKIPPED, "the pixels could not be decoded")
-            return []
-        if d.ocr is None:
-            stages.add("ocr", StageStatus.UNAVAILABLE, d.ocr_unavailable or "no OCR engine")
-            missing.append("text in the image was not read (no OCR engine)")
-            return []
-        t0 = time.perf_counter()
-        try:
-            result = d.ocr.read([image.rgb])[0]
-        except (EngineUnavailableError, OSError, RuntimeError, ValueError) as exc:
-            stages.add("ocr", StageStatus.FAILED, str(exc), engine=d.ocr.name, t0=t0)
-            warnings.append(f"OCR failed: {exc}")
-            return []
-        stages.add("ocr", StageStatus.RAN, f"{len(result.lines)} text lines", engine=d.ocr.name, t0=t0)
-        if not result.lines:
-            missing.append("no readable text in the image")
-        return list(result.lines)
-
-    def _langid(self, text: str, stages: _Stages) -> list[Any]:
-        d = self.deps
-        if not text.strip():
-            stages.add("langid", StageStatus.SKIPPED, "no text")
-            return []
-        if d.langid is None:
-            stages.add(
-                "langid",
-                StageStatus.UNAVAILABLE,
-                d.langid_unavailable or "no language identifier",
-            )
-            return []
-        t0 = time.perf_counter()
-        guesses = d.langid.identify([text])[0]
-        top = f"{guesses[0].name} ({guesses[0].confidence:.2f})" if guesses else "no confident guess"
-        stages.add("langid", StageStatus.RAN, top, engine=d.langid.name, t0=t0)
-        return guesses
-
-    def _hint_countries(self, languages: list[Any]) -> list[str]:
-        """Countries where the text's language is most at home: lets the phone matcher read numbers
-        written in national format ("01 42 60 30 30" is only a number once France is suspected)."""
-        if not languages or languages[0].confidence < 0.3:
-            return []
-        likes = self.deps.gazetteer.language_countries(languages[0].code)
-        pops = {
-            c: self.deps.gazetteer.countries[c].population
-            for c in likes
-            if c in self.deps.gazetteer.countries
-        }
-        return sorted(pops, key=lambda c: -(likes[c] * pops[c]))[:3]
-
-    def _retrieval(
-        self, image: LoadedImage, stages: _Stages, evidence: list[Any], warnings: list[str]
-    ) -> tuple[list[RetrievalPoint], Any]:
-        d = self.deps
-        if d.retriever is None:
-            stages.add("retrieval", StageStatus.UNAVAILABLE, d.retriever_unavailable or "not configured")
-            return [], None
-        if image.rgb is None:
-            stages.add("retrieval", StageStatus.SKIPPED, "the pixels could not be decoded")
-            return [], None
-        t0 = time.perf_counter()
-        try:
-            found = d.retriever.run(image.rgb)
-        except (GeoSleuthError, RuntimeError, ValueError, OSError) as exc:
-            stages.add("retrieval", StageStatus.FAILED, str(exc), engine=d.retriever.encoder.name, t0=t0)
-            warnings.append(f"retrieval failed: {exc}")
-            return [], None
-        new, points = retrieval_evidence(found.gallery, found.similar, d.gazetteer, found.refined)
-        evidence.extend(new)
-        parts = []
-        if found.gallery:
-            parts.append(f"{len(found.gallery)} gallery candidates")
-        if found.similar:
-            parts.append(f"{len(found.similar)} similar and {len(found.dissimilar)} dissimilar neighbours")
-        detail = ", ".join(parts) or "no candidates"
-        if found.notes:
-            detail += "; " + "; ".join(found.notes)
-        stages.add(
-            "retrieval",
-            StageStatus.RAN,
-            f"{detail} ({d.retriever.description})",
-            engine=d.retriever.encoder.name,
-            t0=t0,
-        )
-        return points, found
-
-    def _vlm(
-        self,
-        image: LoadedImage,
-        stages: _Stages,
-        evidence: list[Evidence],
-        warnings: list[str],
-        text: str,
-        matches: list[Any],
-        found: Any,
-    ) -> tuple[list[RetrievalPoint], VLMReport | None]:
-        """Ask the VLM (every prompt variant, every sample) and add its votes to the evidence."""
-        d = self.deps
-        if d.vlm is None:
-            stages.add("vlm", StageStatus.UNAVAILABLE, d.vlm_unavailable or "not configured")
-            return [], None
-        if image.rgb is None:
-            stages.add("vlm", StageStatus.SKIPPED, "the pixels could not be decoded")
-            return [], None
-        if self.settings.budgets.max_vlm_calls == 0:
-            stages.add("vlm", StageStatus.SKIPPED, "budgets.max_vlm_calls is 0")
-            return [], None
-        from geosleuth.agents.vlm.prompting import (
-            PromptContext,
-            evidence_lines,
-            references_from_neighbours,
-            untrusted_block,
-        )
-        from geosleuth.agents.vlm.reasoning import VLMReasoner, vlm_evidence
-
-        t0 = time.perf_counter()
-        if self._reasoner is None:
-            self._reasoner = VLMReasoner(d.vlm, self.settings, d.gazetteer)
-        context = PromptContext(
-            evidence_lines=evidence_lines(evidence),
-            untrusted_text=untrusted_block(text),
-            similar=references_from_neighbours(found.similar) if found is not None else [],
-            dissimilar=references_from_neighbours(found.dissimilar) if found is not None else [],
-        )
-        if found is not None and self.settings.vlm.reference_images:
-            _attach_thumbnails(context, self.settings.vlm.reference_images)
-        injection = any(e.kind == EvidenceKind.PROMPT_INJECTION for e in evidence)
-        taint = _taint(text, matches, evidence) if injection else None
-        report = self._reasoner.run(image.rgb, context, key=image.source, taint=taint)
-        new, points = vlm_evidence(report, d.gazetteer, injection=injection)
-        evidence.extend(new)
-        failed = [c for c in report.calls if c.error]
-        for c in failed:
-            warnings.append(f"VLM request {c.variant} failed: {c.error}")
-        detail = (
-            f"{report.usable_samples}/{report.total_samples} usable answers from "
-            f"{len(report.calls) - len(failed)}/{len(report.calls)} requests "
-            f"({', '.join(c.variant for c in report.calls)}); {report.usage.total} tokens"
-        )
-        status = StageStatus.FAILED if len(failed) == len(report.calls) else StageStatus.RAN
-        stages.add("vlm", status, detail, engine=f"{d.vlm.name}:{d.vlm.model}", t0=t0)
-        return points, report
 
     def _provenance(self, image: LoadedImage) -> Provenance:
         d = self.deps
@@ -481,37 +314,18 @@ class Locator:
         )
 
 
-def _taint(text: str, matches: list[Any], evidence: list[Evidence]) -> Any:
-    """Where text that tries to instruct AI systems points: its coordinates, the places it names
-    (the likeliest three readings of each) and the countries it names."""
-    from geosleuth.agents.vlm.reasoning import Taint
-    from geosleuth.gazetteer import city_radius_km
-
-    places = []
-    for m in matches:
-        ranked = sorted(zip(m.places, m.weights, strict=True), key=lambda pw: -pw[1])[:3]
-        for p, _ in ranked:
-            places.append((p.point, max(25.0, float(city_radius_km(p.population))), p.name))
-    countries = {
-        c
-        for e in evidence
-        if e.kind == EvidenceKind.COUNTRY_NAME
-        for c, like in e.countries.items()
-        if like >= 0.5
-    }
-    return Taint(text=text, places=tuple(places), countries=frozenset(countries))
-
-
-def _attach_thumbnails(context: Any, count: int) -> None:
-    """Thumbnails of the most similar neighbours whose files are still on disk."""
-    from dataclasses import replace
-
-    from geosleuth.agents.vlm.prompting import load_thumbnail
-
-    for i, ref in enumerate(context.similar[:count]):
-        thumb = load_thumbnail(ref.key) if ref.key else None
-        if thumb is not None:
-            context.similar[i] = replace(ref, image=thumb)
+def _explanation(planner: Planner, state: RunState, best: Candidate | None) -> str:
+    """What the answer rests on (or why there is too little evidence), then the verifier's account
+    of why this place beat the others and what argued against it, then why the planner stopped."""
+    fused = state.fusion
+    assert fused is not None
+    country_p, _ = planner.fusion.country_posterior([e for e in state.evidence if e.kind not in SOFT_KINDS])
+    parts = [planner.fusion.explain(best, state.ranked, state.evidence, country_p, fused.warnings)]
+    if state.verdict and (best is None or best.source != CandidateSource.EXIF):
+        parts.append(state.verdict)
+    if state.decision.startswith("done ("):
+        parts.append(f"No further checks: {state.decision[6:-1]}.")
+    return " ".join(parts)
 
 
 def _own_version() -> str:
@@ -519,6 +333,18 @@ def _own_version() -> str:
         return version("geosleuth")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0+unknown"
+
+
+async def alocate(
+    source: ImageSource,
+    *,
+    settings: Settings | None = None,
+    deps: Deps | None = None,
+    name: str | None = None,
+    **overrides: Any,
+) -> Prediction:
+    """:func:`locate` for asyncio code: the work runs in a worker thread."""
+    return await asyncio.to_thread(locate, source, settings=settings, deps=deps, name=name, **overrides)
 
 
 def locate(

@@ -23,6 +23,7 @@ from geosleuth.errors import PromptTemplateError
 
 SYSTEM = "system.j2"
 GEOLOCATE = "geolocate.j2"
+INVESTIGATE = "investigate.j2"
 
 
 @dataclass(frozen=True)
@@ -112,4 +113,4 @@ def prompt_set_hash(*templates: PromptTemplate) -> str:
     return h.hexdigest()
 
 
-__all__ = ["GEOLOCATE", "SYSTEM", "PromptTemplate", "load_template", "prompt_set_hash"]
+__all__ = ["GEOLOCATE", "INVESTIGATE", "SYSTEM", "PromptTemplate", "load_template", "prompt_set_hash"]

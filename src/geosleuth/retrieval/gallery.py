@@ -169,6 +169,16 @@ class GalleryRetriever:
             logits = logits + self.log_prior.astype(np.float32)
         return logits
 
+    def similarity(self, image_embedding: ArrayLike, points: Sequence[LatLon]) -> NDArray[np.float32]:
+        """Cosine between one image's GPS-space embedding and the location embeddings of any
+        points (G3's geo-verification; multiply by :attr:`logit_scale` for GeoCLIP's logits)."""
+        q = np.asarray(image_embedding, dtype=np.float32).reshape(1, -1)
+        if not points:
+            return np.zeros(0, dtype=np.float32)
+        coords = np.array([[p.lat, p.lon] for p in points], dtype=np.float64)
+        out: NDArray[np.float32] = (q @ self.encoder.encode(coords).T)[0]
+        return out
+
     def top_k(
         self, image_embeddings: ArrayLike, k: int = 10, *, chunk: int = 256
     ) -> list[list[GalleryCandidate]]:

@@ -6,6 +6,7 @@ first photo), then run per photo."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from PIL import Image
 from geosleuth.config import RetrievalSettings
 from geosleuth.retrieval.base import ImageEncoder
 from geosleuth.retrieval.gallery import GalleryCandidate, GalleryRetriever, GPSGallery
-from geosleuth.schemas import Neighbour
+from geosleuth.schemas import LatLon, Neighbour
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ class RetrievalResult:
     similar: list[Neighbour] = field(default_factory=list)
     dissimilar: list[Neighbour] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    geo_similarity: Callable[[list[LatLon]], NDArray[np.float32]] | None = None
+    """Cosine between this image and any points in GeoCLIP's location space (None without a gallery)."""
+    logit_scale: float | None = None
 
 
 class Retriever:
@@ -105,6 +109,9 @@ class Retriever:
         else:
             emb = self.encoder.encode([image])
         if self.gallery is not None:
+            gallery, query = self.gallery, emb[0]
+            result.geo_similarity = lambda points: gallery.similarity(query, points)
+            result.logit_scale = gallery.logit_scale
             result.gallery = self.gallery.top_k(emb, k=s.gallery_top_k)[0]
             if s.refine and result.gallery:
                 result.refined = self.gallery.refine(emb[0], result.gallery, around=3)[:5]

@@ -80,6 +80,14 @@ class Reply:
     retry_after: float | None = None
     dropped: bool = False
     delay_s: float = 0.0
+    tool_calls: tuple[tuple[str, str], ...] = ()  # (function name, JSON arguments)
+
+    @classmethod
+    def calls(cls, *calls: tuple[str, dict[str, Any]], delay_s: float = 0.0) -> Reply:
+        """A tool-calling answer, as vLLM gives with ``--enable-auto-tool-choice``: no content,
+        ``tool_calls`` with JSON-encoded arguments, ``finish_reason`` "tool_calls"."""
+        encoded = tuple((name, json.dumps(args, ensure_ascii=False)) for name, args in calls)
+        return cls(contents=("",), finish_reasons=("tool_calls",), tool_calls=encoded, delay_s=delay_s)
 
     @classmethod
     def guess(
@@ -506,13 +514,22 @@ def _completion(body: dict[str, Any], reply: Reply, model: str) -> dict[str, Any
         completion_tokens += max(1, len(content) // 4)
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": content,
+            "content": content if not reply.tool_calls else None,
             "refusal": None,
             "annotations": None,
             "audio": None,
             "function_call": None,
             "reasoning": None,
         }
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": f"chatcmpl-tool-{uuid.uuid4().hex[:16]}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+                for name, arguments in reply.tool_calls
+            ]
         choices.append(
             {
                 "index": index,

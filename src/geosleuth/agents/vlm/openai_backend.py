@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
 import random
 import threading
@@ -191,6 +192,45 @@ class OpenAICompatibleVLM:
 
     async def agenerate(self, requests: Sequence[VLMRequest]) -> list[VLMCall]:
         return await self._loop().run_async(self._generate(list(requests)))
+
+    def choose_tools(
+        self, system: str, text: str, tools: list[dict[str, Any]], *, max_tokens: int = 512
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Offer ``tools`` (OpenAI function specs) and return the calls the model makes, as (name,
+        arguments). Raises :class:`VLMError` subclasses when the server cannot (vLLM needs
+        ``--enable-auto-tool-choice --tool-call-parser ...``); the caller then picks by rule."""
+        return self._loop().run(self._choose_tools(system, text, tools, max_tokens))
+
+    async def _choose_tools(
+        self, system: str, text: str, tools: list[dict[str, Any]], max_tokens: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        await self._setup()
+        client = self._ensure_client()
+        assert self._profile is not None
+        body = {
+            "model": self._model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+            "tools": tools,
+            "tool_choice": "auto",
+            "temperature": 0.0,
+            self._profile.max_tokens_field: max_tokens,
+        }
+        data = await self._with_retries(
+            lambda: client.post("/chat/completions", body=body, cast_to=object), what="choosing tools"
+        )
+        try:
+            calls = (data["choices"][0]["message"].get("tool_calls") or []) if isinstance(data, dict) else []
+            out = []
+            for call in calls:
+                fn = call["function"]
+                args = json.loads(fn.get("arguments") or "{}")
+                if isinstance(args, dict):
+                    out.append((str(fn["name"]), args))
+            return out
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise VLMServerError(
+                f"{self.base_url} answered the tool request with {str(data)[:200]!r}"
+            ) from exc
 
     def list_models(self) -> list[dict[str, Any]]:
         """The server's /models entries (raises :class:`VLMError` subclasses when unreachable)."""
