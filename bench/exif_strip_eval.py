@@ -12,28 +12,24 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import shlex
 import statistics
-import struct
 import sys
 from pathlib import Path
-
-from PIL import Image
 
 from geosleuth.agents.pipeline import Locator, build_deps
 from geosleuth.config import load_settings
 from geosleuth.errors import ImageInputError
+from geosleuth.eval.strip import strip_gps_image
 from geosleuth.gazetteer import Gazetteer
 from geosleuth.geo import geodesic_km
 from geosleuth.schemas import Candidate, EvidenceKind
-from geosleuth.tools.exif import EXIF_IFD, GPS_IFD, read_exif
+from geosleuth.tools.exif import read_exif
 from geosleuth.tools.image import LoadedImage, open_image
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = (1, 25, 200, 750, 2500)
-INTEROP_IFD, MAKER_NOTE, ORIENTATION = 0xA005, 0x927C, 0x0112
 TIME_KINDS = (EvidenceKind.TIMESTAMP, EvidenceKind.UTC_OFFSET)
 
 
@@ -46,50 +42,6 @@ def load_truth(shared: Path) -> list[tuple[Path, float, float]]:
             if -90 <= lat <= 90 and -180 <= lon <= 180:  # also drops NaN
                 rows.append((index.parent / "images" / r["path"], lat, lon))
     return rows
-
-
-def exif_without_gps(img: LoadedImage, *, upright: bool, maker_note: bool = True) -> bytes:
-    """The EXIF block minus the GPS IFD, as bytes starting with b'Exif\\0\\0'."""
-    old, new = img.exif, Image.Exif()
-    new.update({tag: value for tag, value in old.items() if tag not in (GPS_IFD, EXIF_IFD)})
-    sub = {k: v for k, v in old.get_ifd(EXIF_IFD).items() if k != INTEROP_IFD}
-    if not maker_note:
-        sub.pop(MAKER_NOTE, None)
-    if sub:
-        new[EXIF_IFD] = sub
-    if upright and ORIENTATION in new:  # the re-encoded pixels are already turned upright
-        new[ORIENTATION] = 1
-    return new.tobytes()
-
-
-def splice_jpeg(data: bytes, app1: bytes) -> bytes:
-    """The JPEG with its Exif/XMP APP1 segments replaced by ``app1``; pixels untouched."""
-    out, i = [data[:2], b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1], 2
-    while i + 4 <= len(data) and data[i] == 0xFF and data[i + 1] not in (0xDA, 0xD9):
-        size = struct.unpack(">H", data[i + 2 : i + 4])[0]
-        if not (data[i + 1] == 0xE1 and data[i + 4 : i + 10] in (b"Exif\0\0", b"http:/")):
-            out.append(data[i : i + 2 + size])
-        i += 2 + size
-    return b"".join([*out, data[i:]])
-
-
-def strip_gps(path: Path, img: LoadedImage) -> tuple[bytes, str]:
-    """Bytes without GPS, and how they were made. JPEGs keep their pixels; other formats (and
-    JPEGs whose EXIF no longer fits one APP1 segment with the maker note) are re-encoded."""
-    is_jpeg = img.format == "JPEG"
-    for maker_note in (True, False):
-        app1 = exif_without_gps(img, upright=not is_jpeg, maker_note=maker_note)
-        if len(app1) <= 65533:
-            break
-    note = "" if maker_note else ", maker note dropped (too big)"
-    if is_jpeg:
-        return splice_jpeg(path.read_bytes(), app1), "jpeg: APP1 rewritten" + note
-    if img.rgb is None:
-        raise ValueError(f"{path}: no pixels to re-encode ({img.pixel_error})")
-    buf, clean = io.BytesIO(), img.rgb.copy()
-    clean.info = {}  # Pillow would carry XMP (which can hold GPS) over from info
-    clean.save(buf, "JPEG", quality=95, exif=app1)
-    return buf.getvalue(), f"{img.format.lower()} -> jpeg q95" + note
 
 
 def time_lost(before: LoadedImage, after: LoadedImage, gazetteer: Gazetteer) -> tuple[bool, str]:
@@ -123,8 +75,10 @@ def main() -> None:
         print(f"[{n}/{len(truth)}] {name}", file=sys.stderr)
         row: dict = {"file": name, "truth": [lat, lon], "error_km": None, "level": "none"}
         try:
-            original = open_image(path)
-            data, row["stripped"] = strip_gps(path, original)
+            raw = path.read_bytes()
+            original = open_image(raw, name=name)
+            stripped = strip_gps_image(raw, original)  # geosleuth.eval.strip: GPS IFD and XMP removed
+            data, row["stripped"] = stripped.data, stripped.method
             row["gps_leak"], row["time_lost"] = time_lost(original, open_image(data, name=name), gaz)
             p = locator.locate(data, name=str(path))
         except (ImageInputError, ValueError) as exc:

@@ -111,7 +111,7 @@ def test_real_subprocess_and_fast_help():
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "geosleuth.cli", "locate", str(FIXTURES)],
+        [sys.executable, "-m", "geosleuth.cli", "locate", str(FIXTURES), "--ocr", "none"],
         capture_output=True,
         text=True,
         env=env,

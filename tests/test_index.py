@@ -225,11 +225,12 @@ def test_cli_build_on_real_photos_resumes_after_a_kill(tiny_clip_dir, tmp_path):
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
     )
     deadline = time.time() + 300
-    while time.time() < deadline and len(list((out / "shards").glob("*.npz"))) < 2:
+    # finished shards only: a shard being written is a hidden temp file that also ends in .npz
+    while time.time() < deadline and len(list((out / "shards").glob("[0-9]*.npz"))) < 2:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.npz")}
+    done = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("[0-9]*.npz")}
     assert 2 <= len(done) < 8, "the build should have been killed midway"
     assert json.loads((out / "manifest.json").read_text())["status"] == "building"
     with pytest.raises(IndexError_, match="did not finish"):
@@ -237,6 +238,7 @@ def test_cli_build_on_real_photos_resumes_after_a_kill(tiny_clip_dir, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert res.returncode == 0, res.stderr
     assert f"{len(done)} of 8 shards reused" in res.stdout and "indexed 47 photos" in res.stdout
+    assert not list((out / "shards").glob(".*")), "temp files of the killed run are cleaned up"
     for name, mtime in done.items():  # finished shards were not embedded again
         assert (out / "shards" / name).stat().st_mtime_ns == mtime
     search = subprocess.run(

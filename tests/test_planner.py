@@ -164,8 +164,9 @@ def test_a_street_confirmed_by_overpass_raises_confidence(settings, gazetteer, o
     assert pred.best.signals["tools"] > 0 and km(pred.best.point, *KOENIGSTRASSE) < 1  # pinned to the street
     assert pred.confidence > offline.confidence
     steps = [t.node for t in pred.trace]
-    assert steps[:5] == ["evidence", "retrieval", "generate", "verify", "investigate"]
-    assert "verify" in steps[5:] and steps[-1] == "decide"
+    assert steps[:6] == ["evidence", "retrieval", "generate", "verify", "decide", "investigate"]
+    assert "verify" in steps[6:] and steps[-1] == "decide"
+    assert next(t for t in pred.trace if t.node == "decide").summary.startswith("investigate: ")
 
 
 def test_tool_budget_and_failing_tools_still_give_a_prediction(settings, gazetteer, osm, tmp_path):

@@ -136,7 +136,9 @@ class VLMSettings(_Section):
         "transformers: a small VLM in this process (vlm.model is then a folder or hub id in the HF cache).",
     )
     base_url: str | None = Field(
-        default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+        default=None,
+        description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; several replicas of one "
+        "model separated by commas (each request goes to the least busy).",
     )
     model: str | None = Field(
         default=None,

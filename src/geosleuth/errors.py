@@ -3,6 +3,11 @@ the input, the offending value and the fix."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+SHOW_MISSING = 5  # missing files named in a MissingImagesError message
+
 
 class GeoSleuthError(Exception):
     """Base class of every error geosleuth raises on purpose."""
@@ -119,3 +124,59 @@ class VLMTruncatedError(VLMError):
 
 class VLMUnusableOutputError(VLMError):
     """The answer holds no usable coordinates (no JSON, no coordinates, or out of range)."""
+
+
+# --- network tools ------------------------------------------------------------------------------
+
+
+class ToolUnavailableError(GeoSleuthError, ConnectionError):
+    """A network tool could not answer: offline mode, network down, or an error after every retry."""
+
+    def __init__(self, service: str, url: str, reason: str) -> None:
+        self.service = service
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{service} ({url}) is unavailable: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survive pickling between processes
+        return (type(self), (self.service, self.url, self.reason))
+
+
+class ToolQueryError(GeoSleuthError, ValueError):
+    """A tool was called with an argument it cannot use (empty name, radius out of range, ...)."""
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+class UnknownMetricError(GeoSleuthError, KeyError):
+    """A metric name that is not registered; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class DatasetError(GeoSleuthError, ValueError):
+    """A dataset spec or its metadata cannot be used (unknown kind, duplicate ids, bad option)."""
+
+
+class MetadataNotFoundError(GeoSleuthError, FileNotFoundError):
+    """A benchmark's metadata table is not where it was looked for; the message says where to get it."""
+
+
+class MissingImagesError(GeoSleuthError, FileNotFoundError):
+    """Images the dataset lists are not on disk. ``missing`` holds their names (all of them)."""
+
+    def __init__(self, dataset: str, missing: Sequence[str], selected: int, where: str, hint: str) -> None:
+        self.dataset = dataset
+        self.missing = list(missing)
+        shown = ", ".join(self.missing[:SHOW_MISSING]) + (", ..." if len(self.missing) > SHOW_MISSING else "")
+        super().__init__(
+            f"{dataset}: {len(self.missing)} of {selected} images are missing from {where} "
+            f"(first: {shown}). {hint} Or pass missing='skip' (--skip-missing) to evaluate the images "
+            "that are there; the count is recorded with the results."
+        )
+
+
+class StripError(GeoSleuthError, ValueError):
+    """The photo's GPS could not be removed (no pixels to re-encode, metadata too big for JPEG)."""

@@ -116,21 +116,20 @@ def make_vlm(settings: Settings) -> tuple[Any, str | None]:
             return TransformersVLM(v.model, device=v.device, max_image_side=v.image_max_side), None
         if not v.base_url:
             return None, "no VLM endpoint configured (vlm.base_url / --vlm-url)"
-        from geosleuth.agents.vlm.openai_backend import OpenAICompatibleVLM
+        from geosleuth.agents.vlm.openai_backend import OpenAICompatibleVLM, ReplicatedVLM, split_urls
 
-        return (
-            OpenAICompatibleVLM(
-                v.base_url,
-                v.model,
-                api_key=v.api_key.get_secret_value() if v.api_key else None,
-                server=v.server,
-                timeout_s=v.timeout_s,
-                max_retries=v.max_retries,
-                max_concurrency=v.max_concurrency,
-                image_max_side=v.image_max_side,
-            ),
-            None,
-        )
+        urls = split_urls(v.base_url)
+        options: dict[str, Any] = {
+            "api_key": v.api_key.get_secret_value() if v.api_key else None,
+            "server": v.server,
+            "timeout_s": v.timeout_s,
+            "max_retries": v.max_retries,
+            "max_concurrency": v.max_concurrency,
+            "image_max_side": v.image_max_side,
+        }
+        if len(urls) > 1:
+            return ReplicatedVLM(urls, v.model, **options), None
+        return OpenAICompatibleVLM(urls[0], v.model, **options), None
     except (GeoSleuthError, ImportError, OSError) as exc:
         return None, str(exc)
 

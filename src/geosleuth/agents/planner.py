@@ -484,10 +484,10 @@ class Planner:
         blocker = self._why_not(state) if reason else None
         if reason and blocker is None:
             state.decision = f"investigate: {reason}"
-            return "investigate"
-        state.decision = "done" + (f" ({reason}, but {blocker})" if reason else "")
+        else:
+            state.decision = "done" + (f" ({reason}, but {blocker})" if reason else "")
         state.trace.append(TraceStep(node="decide", seconds=0.0, summary=state.decision))
-        return "done"
+        return "investigate" if state.decision.startswith("investigate") else "done"
 
     def investigate(self, state: RunState) -> None:
         """Targeted checks with the OpenStreetMap tools, within the tool-call budget:

@@ -65,11 +65,17 @@ class PromptTemplate:
                 f"prompt template {self.name!r} needs exactly {sorted(self.variables)}: " + "; ".join(parts)
             )
         try:
-            text = _environment().from_string(self.source).render(**values)
+            text = _compiled(self.source).render(**values)
         except jinja2.UndefinedError as exc:  # an attribute of a given value that does not exist
             raise PromptTemplateError(f"prompt template {self.name!r}: {exc.message}") from exc
         # Optional sections leave blank lines behind; one blank line between paragraphs is enough.
         return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+@lru_cache(maxsize=64)
+def _compiled(source: str) -> Any:
+    """The compiled template for a source text (compiling costs ~10 ms; rendering ~0.1 ms)."""
+    return _environment().from_string(source)
 
 
 @lru_cache(maxsize=1)

@@ -158,6 +158,8 @@ def build_index(
         "geosleuth_version": _version(),
     }
     _write_json(manifest_path, manifest)
+    for stale in shards_dir.glob(".*.tmp.npz"):  # a shard half-written by a killed run
+        stale.unlink(missing_ok=True)
 
     from tqdm.auto import tqdm
 

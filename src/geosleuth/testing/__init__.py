@@ -7,6 +7,8 @@
 * :mod:`geosleuth.testing.openai_server`: a real local HTTP server speaking vLLM's OpenAI-compatible
   chat protocol, scriptable to answer well, in free text, malformed, out of range, truncated, slowly,
   with 5xx/429, or by dropping the connection.
+* :mod:`geosleuth.testing.osm_server`: a real local HTTP server answering like Nominatim and Overpass
+  from canned places and features, with scriptable failures.
 * :class:`PixelEncoder`: a deterministic image encoder (no weights) whose embeddings really depend
   on the picture: good for index and pipeline tests where a model would be slow.
 """

@@ -41,7 +41,12 @@ from urllib.parse import urlencode, urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from geosleuth.config import Settings, ToolSettings
-from geosleuth.errors import ConfigError, GeoSleuthError, MissingDependencyError
+from geosleuth.errors import (
+    ConfigError,
+    MissingDependencyError,
+    ToolQueryError,
+    ToolUnavailableError,
+)
 from geosleuth.geo import point_distance_km
 from geosleuth.schemas import BoxRegion, LatLon
 
@@ -51,23 +56,6 @@ DEFAULT_KINDS: tuple[str, ...] = ("shop", "amenity", "tourism", "highway", "rail
 NAME_KEYS = r"^(name|name:.+|alt_name|official_name|short_name)$"
 _MAX_BACKOFF_S = 8.0
 _KEEP_TAGS = {"brand", "operator", "wikidata", "wikipedia", "cuisine", "website"}
-
-
-class ToolUnavailableError(GeoSleuthError, ConnectionError):
-    """A network tool could not answer: offline mode, network down, or an error after every retry."""
-
-    def __init__(self, service: str, url: str, reason: str) -> None:
-        self.service = service
-        self.url = url
-        self.reason = reason
-        super().__init__(f"{service} ({url}) is unavailable: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # survive pickling between processes
-        return (type(self), (self.service, self.url, self.reason))
-
-
-class ToolQueryError(GeoSleuthError, ValueError):
-    """A tool was called with an argument it cannot use (empty name, radius out of range, ...)."""
 
 
 # --- answers ------------------------------------------------------------------------------------

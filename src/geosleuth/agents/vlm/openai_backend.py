@@ -502,6 +502,62 @@ def _read_completion(data: Any, where: str) -> tuple[list[tuple[str, str | None]
     return out, usage
 
 
+class ReplicatedVLM:
+    """Several servers of the same model (vLLM replicas) behind one backend: each request goes to
+    the replica with the fewest requests in flight; each replica keeps its own concurrency limit,
+    retries and quirks. Records say which model answered, as with one server."""
+
+    name = "openai-compatible"
+
+    def __init__(self, base_urls: Sequence[str], model: str | None = None, **kwargs: Any) -> None:
+        if len(base_urls) < 1:
+            raise ConfigError("ReplicatedVLM needs at least one base URL")
+        self.replicas = [OpenAICompatibleVLM(url, model, **kwargs) for url in base_urls]
+        self._in_flight = [0] * len(self.replicas)
+        self._lock = threading.Lock()
+        self._runner = _LoopThread("geosleuth-vlm-replicas")
+        self.served = [0] * len(self.replicas)
+
+    @property
+    def model(self) -> str:
+        return self.replicas[0].model
+
+    def generate(self, requests: Sequence[VLMRequest]) -> list[VLMCall]:
+        return self._runner.run(self._generate(list(requests)))
+
+    async def agenerate(self, requests: Sequence[VLMRequest]) -> list[VLMCall]:
+        return await self._runner.run_async(self._generate(list(requests)))
+
+    async def _generate(self, requests: list[VLMRequest]) -> list[VLMCall]:
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def _one(self, r: VLMRequest) -> VLMCall:
+        with self._lock:
+            i = min(range(len(self.replicas)), key=lambda j: (self._in_flight[j], self.served[j]))
+            self._in_flight[i] += 1
+            self.served[i] += 1
+        try:
+            return (await self.replicas[i].agenerate([r]))[0]
+        finally:
+            with self._lock:
+                self._in_flight[i] -= 1
+
+    def choose_tools(
+        self, system: str, text: str, tools: list[dict[str, Any]], **kw: Any
+    ) -> list[tuple[str, dict[str, Any]]]:
+        return self.replicas[0].choose_tools(system, text, tools, **kw)
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            replica.close()
+        self._runner.stop()
+
+
+def split_urls(value: str) -> list[str]:
+    """``vlm.base_url`` may list several replicas, separated by commas or spaces."""
+    return [u for u in value.replace(",", " ").split() if u]
+
+
 class _SchemaRejected(VLMError):
     """The server refused the structured-output parameters (internal: triggers the fallback)."""
 
