@@ -101,7 +101,11 @@ def test_the_plain_loop_gives_the_same_answer_as_langgraph(settings, gazetteer, 
 def test_an_exif_point_overrides_the_vlm(settings, gazetteer, vlm_server):
     vlm_server.default = Reply.guess(guess(35.68, 139.69))  # Tokyo
     loc = locator(
-        settings, gazetteer, ocr={"engine": "none"}, vlm={"base_url": vlm_server.base_url, "rag_k": [0]}
+        settings,
+        gazetteer,
+        ocr={"engine": "none"},
+        max_candidates=100,  # keep the demoted ones in view
+        vlm={"base_url": vlm_server.base_url, "rag_k": [0]},
     )
     pred = loc.locate(fixture("exif_gps.jpg"))
     assert pred.basis == "exif-gps" and pred.best.source == CandidateSource.EXIF
@@ -276,7 +280,8 @@ def test_the_vlm_chooses_the_checks_and_only_valid_ones_run(settings, gazetteer,
     )
     assert {t["function"]["name"] for t in tools_request["tools"]} == {"geocode", "find_osm_feature"}
     assert "<untrusted_text>" in tools_request["messages"][1]["content"]
-    assert len(osm.overpass_requests) == 1 and not osm.nominatim_requests
+    first = osm.requests[0]  # round 1 made exactly the one valid call the VLM asked for
+    assert first.path.endswith("/interpreter") and "nigstra" in first.params["data"]
     assert pred.best.signals["tools"] > 0
 
 

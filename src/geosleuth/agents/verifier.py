@@ -394,9 +394,12 @@ class Verifier:
         dist = haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
         leads: list[int] = []
         members: dict[int, list[int]] = {}
+        rank = [_GRANULARITY_RANK.get(candidates[i].granularity, len(_GRANULARITY_RANK)) for i in order]
         for pos in range(len(order)):
             for lead in leads:
-                if dist[pos, lead] <= self.settings.merge_km:
+                # a country's "somewhere in it" never merges into a city that happens to be near
+                # its population centre: they are different claims
+                if dist[pos, lead] <= self.settings.merge_km and rank[pos] - rank[lead] <= 1:
                     members[lead].append(pos)
                     break
             else:

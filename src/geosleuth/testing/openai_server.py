@@ -23,7 +23,6 @@ import io
 import itertools
 import json
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -31,11 +30,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from geosleuth.schemas import VLMGuess
+from geosleuth.testing.http import LocalServer, QuietHandler
 
 logger = logging.getLogger(__name__)
 
@@ -158,17 +156,7 @@ class RecordedRequest:
     raw: bytes = field(default=b"", repr=False)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # the default listen backlog (5) drops bursts of concurrent connects
-    owner: FakeOpenAIServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # The default prints a traceback to stderr; a client hanging up mid-test is not news.
-        logger.debug("fake OpenAI server: error handling a request from %s", client_address, exc_info=True)
-
-
-class FakeOpenAIServer:
+class FakeOpenAIServer(LocalServer):
     """A vLLM-like OpenAI-compatible server on 127.0.0.1. Use it as a context manager."""
 
     def __init__(
@@ -182,6 +170,7 @@ class FakeOpenAIServer:
         api_key: str | None = None,
         port: int = 0,
     ) -> None:
+        super().__init__(port)
         if latency_s < 0:
             raise ValueError(f"latency_s must be >= 0 seconds, got {latency_s!r}")
         self.model = model
@@ -190,53 +179,11 @@ class FakeOpenAIServer:
         self.check_images = check_images
         self.max_model_len = max_model_len
         self.api_key = api_key
-        self.port = port
         self._lock = threading.Lock()
         self._script: deque[ReplySource] = deque()
         self._requests: list[RecordedRequest] = []
         self._in_flight = 0
         self._max_in_flight = 0
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> FakeOpenAIServer:
-        if self._httpd is not None:
-            return self
-        httpd = _HTTPServer(("127.0.0.1", self.port), _Handler)
-        httpd.owner = self
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai-server", daemon=True
-        )
-        self._thread.start()
-        logger.debug("fake OpenAI server listening on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        if self._httpd is None:
-            raise RuntimeError("FakeOpenAIServer is not running; call start() or use it in a `with` block")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     @property
     def base_url(self) -> str:
@@ -306,19 +253,7 @@ class _HTTPError(Exception):
         self.status = status
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn; every reply sets Content-Length
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("fake OpenAI server: " + format, *args)
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without this, Nagle's algorithm holds the body
-        # back until the client's delayed ACK (~40 ms), which real servers do not do.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+class _Handler(QuietHandler):
     # --- plumbing -----------------------------------------------------------------------------
 
     def _send(self, status: int, payload: Any = None, headers: dict[str, str] | None = None) -> None:
@@ -564,6 +499,9 @@ def _completion(body: dict[str, Any], reply: Reply, model: str) -> dict[str, Any
         "ec_transfer_params": None,
         "metrics": None,
     }
+
+
+FakeOpenAIServer.handler = _Handler
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,18 +25,16 @@ import itertools
 import json
 import logging
 import re
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from geosleuth.geo import haversine_km
+from geosleuth.testing.http import LocalServer, QuietHandler
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +96,7 @@ class _Failure:
     retry_after: float | None
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-    owner: FakeOSMServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("fake OSM server: error handling a request from %s", client_address, exc_info=True)
-
-
-class FakeOSMServer:
+class FakeOSMServer(LocalServer):
     """Nominatim + Overpass on 127.0.0.1 from canned data. Use it as a context manager."""
 
     def __init__(
@@ -119,57 +108,16 @@ class FakeOSMServer:
         reverse_max_km: float = 25.0,
         port: int = 0,
     ) -> None:
+        super().__init__(port)
         if latency_s < 0:
             raise ValueError(f"latency_s must be >= 0 seconds, got {latency_s!r}")
         self.places = [p if isinstance(p, CannedPlace) else CannedPlace(*p) for p in places]
         self.features = [f if isinstance(f, CannedFeature) else CannedFeature(*f) for f in features]
         self.latency_s = latency_s
         self.reverse_max_km = reverse_max_km
-        self.port = port
         self._lock = threading.Lock()
         self._failures: deque[_Failure] = deque()
         self._requests: list[RecordedRequest] = []
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> FakeOSMServer:
-        if self._httpd is not None:
-            return self
-        httpd = _HTTPServer(("127.0.0.1", self.port), _Handler)
-        httpd.owner = self
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-osm-server", daemon=True
-        )
-        self._thread.start()
-        logger.debug("fake OSM server listening on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeOSMServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        if self._httpd is None:
-            raise RuntimeError("FakeOSMServer is not running; call start() or use it in a `with` block")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     @property
     def nominatim_url(self) -> str:
@@ -352,19 +300,7 @@ def _overpass_error(message: str) -> str:
     )
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("fake OSM server: " + format, *args)
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without this, Nagle's algorithm holds the body
-        # back until the client's delayed ACK (~40 ms).
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+class _Handler(QuietHandler):
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         if isinstance(payload, str):
             data, ctype = payload.encode(), "text/html; charset=utf-8"
@@ -426,6 +362,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return 400, _overpass_error("no query found (send data=...)")
             return owner.interpret(params["data"])
         return 404, {"error": "Not Found"}
+
+
+FakeOSMServer.handler = _Handler
 
 
 __all__ = ["CannedFeature", "CannedPlace", "FakeOSMServer", "RecordedRequest"]

@@ -157,6 +157,10 @@ def candidate_spans(tokens: list[Token], line_text: str) -> list[Span]:
 # --- results ------------------------------------------------------------------------------------
 
 
+# Below this, a language guess (CLD2 on a few words of a sign) is noise, not a clue.
+MIN_LANGUAGE_CONFIDENCE = 0.3
+
+
 @dataclass
 class PlaceMatch:
     """A place name read in the image and the gazetteer places it may mean."""
@@ -747,6 +751,11 @@ class ClueExtractor:
             return
         best = languages[0]
         letters = sum(ch.isalpha() for t in texts for ch in t)
+        if best.confidence < MIN_LANGUAGE_CONFIDENCE:
+            report.missing.append(
+                f"the text's language is unclear (best guess {best.name}, confidence {best.confidence:.2f})"
+            )
+            return
         weight = 0.6 * best.confidence * min(1.0, letters / 30.0)
         countries = self.gaz.language_countries(best.code)
         if weight < 0.05 or not countries:

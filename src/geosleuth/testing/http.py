@@ -1,0 +1,90 @@
+"""The plumbing the test servers share: a threaded HTTP server on 127.0.0.1 that logs instead of
+printing, answers without Nagle delays, and starts and stops as a context manager."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+logger = logging.getLogger(__name__)
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default listen backlog (5) drops bursts of concurrent connects
+    owner: Any
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The default prints a traceback to stderr; a client hanging up mid-test is not news.
+        logger.debug(
+            "%s: error handling a request from %s", type(self.owner).__name__, client_address, exc_info=True
+        )
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers; every reply sets Content-Length
+    server: QuietServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug(f"{type(self.server.owner).__name__}: " + format, *args)
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without this, Nagle's algorithm holds the body
+        # back until the client's delayed ACK (~40 ms), which real servers do not do.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class LocalServer:
+    """Start/stop, ``with`` support and the URL, for a server whose requests ``handler`` answers.
+    Subclasses set ``handler`` and call ``super().__init__(port)``."""
+
+    handler: ClassVar[type[QuietHandler]]
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self._httpd: QuietServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        if self._httpd is not None:
+            return self
+        httpd = QuietServer(("127.0.0.1", self.port), self.handler)
+        httpd.owner = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__, daemon=True
+        )
+        self._thread.start()
+        logger.debug("%s listening on %s", type(self).__name__, self.url)
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        if self._httpd is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not running; call start() or use it in a `with` block"
+            )
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
