@@ -509,46 +509,34 @@ class Planner:
         budget = self.settings.budgets.max_tool_calls
         countries = [c.place.country_code for c in state.ranked[:3] if c.place is not None]
         chosen, chooser = self._vlm_choices(state)
+        if not chosen:  # the rule: names read in the image, then its other text near the leaders
+            chosen = [("geocode", {"name": q, "country_code": None}) for q in self._things_to_check(state)]
+            if tools.overpass is not None:
+                chosen += [
+                    ("find_osm_feature", {"name": q, "candidate": c})
+                    for q, c in self._features_to_check(state)
+                ]
         try:
             for tool, args in chosen:
                 if state.tool_calls >= budget:
                     break
-                state.tool_calls += 1
+                query = args["name"]
                 if tool == "geocode":
-                    query, cc = args["name"], args.get("country_code")
                     state.asked.add(query.lower())
-                    hits = tools.geocoder.geocode(query, country_codes=[cc] if cc else None, limit=3)
+                    state.tool_calls += 1
+                    codes = [args["country_code"]] if args["country_code"] else sorted(set(countries)) or None
+                    hits = tools.geocoder.geocode(query, country_codes=codes, limit=3)
                     done.append(f"geocode {query!r} ({chooser}): {len(hits)} hits")
                     for hit in hits:
                         self._add_geocoded(state, query, hit)
                 elif tools.overpass is not None:
-                    query, cand = args["name"], args["candidate"]
-                    state.asked.add(f"{query.lower()}@{cand.point}")
-                    found = tools.overpass.find_named(
-                        query, cand.point, self.settings.tools.overpass_radius_m
-                    )
-                    done.append(f"overpass {query!r} near {cand.point} ({chooser}): {len(found)} features")
-                    if found:
-                        self._add_feature(state, query, cand, found[0])
-            for query in self._things_to_check(state) if not chosen else []:
-                if state.tool_calls >= budget:
-                    break
-                state.asked.add(query.lower())
-                state.tool_calls += 1
-                hits = tools.geocoder.geocode(query, country_codes=sorted(set(countries)) or None, limit=3)
-                done.append(f"geocode {query!r} (rule): {len(hits)} hits")
-                for hit in hits:
-                    self._add_geocoded(state, query, hit)
-            if tools.overpass is not None and not chosen:
-                for query, cand in self._features_to_check(state):
-                    if state.tool_calls >= budget:
-                        break
+                    cand = args["candidate"]
                     state.asked.add(f"{query.lower()}@{cand.point}")
                     state.tool_calls += 1
                     found = tools.overpass.find_named(
                         query, cand.point, self.settings.tools.overpass_radius_m
                     )
-                    done.append(f"overpass {query!r} near {cand.point} (rule): {len(found)} features")
+                    done.append(f"overpass {query!r} near {cand.point} ({chooser}): {len(found)} features")
                     if found:
                         self._add_feature(state, query, cand, found[0])
         except ToolUnavailableError as exc:
@@ -570,7 +558,7 @@ class Planner:
             return [], "rule"
         from geosleuth.agents.vlm.prompting import untrusted_block
         from geosleuth.errors import VLMError
-        from geosleuth.prompts import INVESTIGATE, SYSTEM, load_template
+        from geosleuth.prompts import INVESTIGATE, INVESTIGATE_SYSTEM, load_template
 
         cands = [c for c in state.ranked[:3]]
         text = load_template(INVESTIGATE, self.settings.vlm.prompt_dir).render(
@@ -578,9 +566,7 @@ class Planner:
             untrusted_text=untrusted_block(state.text),
             max_calls=MAX_NAMES,
         )
-        system = load_template(SYSTEM, self.settings.vlm.prompt_dir).render(
-            fields="(no JSON answer here: call tools)"
-        )
+        system = load_template(INVESTIGATE_SYSTEM, self.settings.vlm.prompt_dir).render()
         try:
             calls = vlm.choose_tools(system, text, _TOOL_SPECS)
         except VLMError as exc:

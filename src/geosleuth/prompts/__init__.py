@@ -24,6 +24,7 @@ from geosleuth.errors import PromptTemplateError
 SYSTEM = "system.j2"
 GEOLOCATE = "geolocate.j2"
 INVESTIGATE = "investigate.j2"
+INVESTIGATE_SYSTEM = "investigate_system.j2"
 
 
 @dataclass(frozen=True)
@@ -119,4 +120,12 @@ def prompt_set_hash(*templates: PromptTemplate) -> str:
     return h.hexdigest()
 
 
-__all__ = ["GEOLOCATE", "INVESTIGATE", "SYSTEM", "PromptTemplate", "load_template", "prompt_set_hash"]
+__all__ = [
+    "GEOLOCATE",
+    "INVESTIGATE",
+    "INVESTIGATE_SYSTEM",
+    "SYSTEM",
+    "PromptTemplate",
+    "load_template",
+    "prompt_set_hash",
+]
