@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from geosleuth.errors import GeoSleuthError
+from geosleuth.errors import GeoSleuthError, MissingDependencyError
 from geosleuth.eval.metrics import MetricsReport, compute
 from geosleuth.eval.records import THRESHOLDS_KM, DistanceKind, EvalRecord
 from geosleuth.eval.runner import PROVENANCE, RECORDS, RecordStore
@@ -190,7 +190,10 @@ def _write_csv(path: Path, report: MetricsReport) -> Path:
 def _plots(
     folder: Path, records: list[EvalRecord], report: MetricsReport, distance: DistanceKind
 ) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib", "eval", "The report's plots (or pass --no-plots)") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
