@@ -879,10 +879,8 @@ def eval_report(
     from geosleuth.errors import GeoSleuthError
     from geosleuth.eval.report import write_report
 
-    if distance not in ("geodesic", "sphere"):
-        raise _fail(f"--distance must be geodesic or sphere, not {distance!r}", EXIT_USAGE)
     try:
-        paths = write_report(run_folder, distance=cast("Any", distance), plots=not no_plots)
+        paths = write_report(run_folder, distance=_distance(distance), plots=not no_plots)
     except GeoSleuthError as exc:
         raise _fail(str(exc), EXIT_INPUT) from None
     print((run_folder / "report.md").read_text())
@@ -901,12 +899,16 @@ def eval_compare(
     from geosleuth.errors import GeoSleuthError
     from geosleuth.eval.report import compare
 
-    if distance not in ("geodesic", "sphere"):
-        raise _fail(f"--distance must be geodesic or sphere, not {distance!r}", EXIT_USAGE)
     try:
-        print(compare(runs, anchors=anchors, distance=cast("Any", distance)), end="")
+        print(compare(runs, anchors=anchors, distance=_distance(distance)), end="")
     except GeoSleuthError as exc:
         raise _fail(str(exc), EXIT_INPUT) from None
+
+
+def _distance(value: str) -> Any:
+    if value not in ("geodesic", "sphere"):
+        raise _fail(f"--distance must be geodesic or sphere, not {value!r}", EXIT_USAGE)
+    return value
 
 
 @verifier_app.command("fit")

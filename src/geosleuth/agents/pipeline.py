@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 from PIL import Image
 
 from geosleuth.agents.fusion import confidence_level
-from geosleuth.agents.planner import SOFT_KINDS, Planner, RunState
+from geosleuth.agents.planner import Planner, RunState
 from geosleuth.config import Settings, load_settings
 from geosleuth.errors import (
     EngineUnavailableError,
@@ -278,7 +278,21 @@ class Locator:
             for result in pool.map(one, sources):
                 yield emit(result)
 
-    def _provenance(self, image: LoadedImage) -> Provenance:
+    def model_ids(self) -> dict[str, str]:
+        """The engines and models behind the answers (OCR, language ID, VLM, image encoder, index)
+        with their versions or weight checksums; read once."""
+        return {k[6:]: v for k, v in self._versions().items() if k.startswith("model:")}
+
+    @property
+    def prompt_hash(self) -> str | None:
+        """sha256 of the VLM prompt templates in use (None without a VLM)."""
+        if self.deps.vlm is None:
+            return None
+        from geosleuth.agents.vlm.prompting import PromptBuilder
+
+        return PromptBuilder(self.settings.vlm).prompt_hash
+
+    def _versions(self) -> dict[str, str]:
         d = self.deps
         if not d.versions:
             versions: dict[str, str] = {}
@@ -303,12 +317,16 @@ class Locator:
                 if d.retriever.index is not None:
                     models["index"] = f"{d.retriever.index.folder} ({d.retriever.index.count} photos)"
             d.versions = versions | {f"model:{k}": v for k, v in models.items()}
+        return d.versions
+
+    def _provenance(self, image: LoadedImage) -> Provenance:
+        versions = self._versions()
         return Provenance(
             geosleuth_version=_own_version(),
             python=platform.python_version(),
             created_at=datetime.now(UTC),
-            packages={k: v for k, v in d.versions.items() if not k.startswith("model:")},
-            models={k[6:]: v for k, v in d.versions.items() if k.startswith("model:")},
+            packages={k: v for k, v in versions.items() if not k.startswith("model:")},
+            models=self.model_ids(),
             config_hash=self.settings.fingerprint(),
         )
 
@@ -318,7 +336,8 @@ def _explanation(planner: Planner, state: RunState, best: Candidate | None) -> s
     of why this place beat the others and what argued against it, then why the planner stopped."""
     fused = state.fusion
     assert fused is not None
-    country_p, _ = planner.fusion.country_posterior([e for e in state.evidence if e.kind not in SOFT_KINDS])
+    # fusion ran on the hard evidence only: its country posterior is the one to explain with
+    country_p = fused.country_probabilities
     parts = [planner.fusion.explain(best, state.ranked, state.evidence, country_p, fused.warnings)]
     if state.verdict and (best is None or best.source != CandidateSource.EXIF):
         parts.append(state.verdict)

@@ -359,13 +359,14 @@ class Planner:
         every source (fusion, gallery, neighbours, VLM, tools)."""
         assert state.exif is not None
         t0 = time.perf_counter()
-        hard = [e for e in state.evidence if e.kind not in SOFT_KINDS]
-        points = [*state.points, *state.vlm_points]
-        fused = self.fusion.fuse(hard, state.matches, state.exif, points)
-        if state.fusion is None:  # its checks of the GPS point are reported once
+        fused = state.fusion
+        if fused is None:  # checks add no hard evidence: later rounds re-verify the same fusion
+            hard = [e for e in state.evidence if e.kind not in SOFT_KINDS]
+            points = [*state.points, *state.vlm_points]
+            fused = self.fusion.fuse(hard, state.matches, state.exif, points)
             state.evidence.extend(fused.extra_evidence)
             state.warnings.extend(fused.warnings)
-        state.fusion = fused
+            state.fusion = fused
         name = "verify" if state.rounds == 0 else f"verify#{state.rounds + 1}"
         pool, evidence_p, remainder = self._pool(state, fused)
         if not pool:

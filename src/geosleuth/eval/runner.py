@@ -114,10 +114,8 @@ def fingerprint(locator: Any) -> str:
                 json.dumps(d.retriever.index.manifest, sort_keys=True, default=str).encode()
             ).hexdigest()
     if d.vlm is not None:
-        from geosleuth.agents.vlm.prompting import PromptBuilder
-
         parts["vlm"] = f"{d.vlm.name}:{d.vlm.model}"
-        parts["prompts"] = PromptBuilder(s.vlm).prompt_hash
+        parts["prompts"] = locator.prompt_hash
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -210,19 +208,6 @@ def provenance(locator: Any, dataset: Any, pipeline: str) -> dict[str, Any]:
         )
     except (OSError, subprocess.SubprocessError):
         commit = None
-    d = locator.deps
-    models = {}
-    if d.vlm is not None:
-        models["vlm"] = f"{d.vlm.name}: {d.vlm.model}"
-    if d.retriever is not None:
-        models["image_encoder"] = (
-            f"{d.retriever.encoder.name} (sha256 {d.retriever.encoder.fingerprint[:16]})"
-        )
-    prompts = None
-    if d.vlm is not None:
-        from geosleuth.agents.vlm.prompting import PromptBuilder
-
-        prompts = PromptBuilder(locator.settings.vlm).prompt_hash
     settings = locator.settings.model_dump(mode="json")
     settings["vlm"].pop("api_key", None)
     return {
@@ -232,8 +217,8 @@ def provenance(locator: Any, dataset: Any, pipeline: str) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "packages": versions,
         "pipeline_fingerprint": pipeline,
-        "models": models,
-        "prompt_hash": prompts,
+        "models": locator.model_ids(),
+        "prompt_hash": locator.prompt_hash,
         "settings": settings,
         "dataset": {"name": dataset.name, "checksum": dataset.checksum(), **dataset.describe()},
     }
