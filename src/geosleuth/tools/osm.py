@@ -256,13 +256,28 @@ def _geopy_adapter(*, proxies: Any, ssl_context: Any) -> Any:
     return URLLibAdapter(proxies=proxies, ssl_context=ssl_context)
 
 
+def _network_reason(exc: BaseException) -> str:
+    """One short line for a failed request: what went wrong, not the library's whole traceback
+    text (geopy's messages embed the full URL and the nested urllib3 error)."""
+    text = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
+    low = text.lower()
+    if "resolve" in low or "name or service not known" in low or "nodename nor servname" in low:
+        return "the host name cannot be resolved (no network here? set offline = true)"
+    if "refused" in low:
+        return "connection refused"
+    if "timed out" in low or "timeout" in low:
+        return "timed out"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first[:160]}{'…' if len(first) > 160 else ''}"
+
+
 def _geopy_failure(exc: Exception) -> _Failure:
     from geopy import exc as gexc
     from geopy.adapters import AdapterHTTPError
 
     cause = exc.__cause__
     status = cause.status_code if isinstance(cause, AdapterHTTPError) else None
-    reason = f"HTTP {status}" if status else f"{type(exc).__name__}: {exc}"
+    reason = f"HTTP {status}" if status else _network_reason(exc)
     if isinstance(exc, gexc.GeocoderRateLimited):
         return _Failure(reason + " (rate limited)", retryable=True, retry_after=exc.retry_after)
     if isinstance(exc, gexc.GeocoderTimedOut | gexc.GeocoderUnavailable | gexc.GeocoderParseError):
@@ -449,7 +464,7 @@ class Overpass(_Client):
                 f"HTTP {exc.code}", retryable=exc.code == 429 or exc.code >= 500, retry_after=wait
             ) from exc
         except (OSError, http.client.HTTPException) as exc:  # refused, dropped, timed out, cut short
-            raise _Failure(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+            raise _Failure(_network_reason(exc), retryable=True) from exc
         try:
             self._api.parse_json(raw)  # raises on Overpass runtime errors reported as "remark"
             return json.loads(raw)

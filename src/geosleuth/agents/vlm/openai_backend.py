@@ -452,7 +452,7 @@ class OpenAICompatibleVLM:
             except openai.APIConnectionError as exc:  # includes timeouts and dropped connections
                 kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "could not connect"
                 error: VLMError = VLMConnectionError(
-                    f"{kind} to {self.base_url} while {what}: {exc}. Is the server running? "
+                    f"{kind} to {self.base_url} while {what}: {str(exc).rstrip('.')}. Is the server running? "
                     f"(`geosleuth vlm check {self.base_url}`)"
                 )
             except openai.RateLimitError as exc:
