@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from geosleuth.testing.searxng_server import FakeSearxngServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -102,3 +107,48 @@ def tiny_siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from geosleuth.testing import build_tiny_siglip
 
     return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for "connection refused")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Pages the fake SearXNG instance knows: (title, url, content, engines, published, score).
+WEB_PAGES: list[tuple[Any, ...]] = [
+    (
+        "Boulangerie Dupont - Lyon 3e",
+        "https://example.org/boulangerie-dupont-lyon",
+        "Artisan bakery at 12 rue Paul Bert, 69003 Lyon, France. Open since 1962.",
+        ("duckduckgo", "wikipedia"),
+        "2023-04-01T09:30:00",
+        3.5,
+    ),
+    (
+        "Boulangerie Dupont (Montreal)",
+        "https://example.ca/dupont-montreal",
+        "Bakery on rue Saint-Denis, Montreal, Quebec.",
+        ("qwant",),
+        None,
+        1.25,
+    ),
+    (
+        "Rua Augusta, Lisbon",
+        "https://example.pt/rua-augusta",
+        "Pedestrian street in Baixa, Lisbon, Portugal.",
+        ("wikipedia",),
+        None,
+        2.0,
+    ),
+]
+
+
+@pytest.fixture
+def searxng_server() -> Iterator[FakeSearxngServer]:
+    """A fake SearXNG instance (JSON format on) that knows WEB_PAGES."""
+    from geosleuth.testing.searxng_server import CannedResult, FakeSearxngServer
+
+    with FakeSearxngServer(results=[CannedResult(*page) for page in WEB_PAGES]) as srv:
+        yield srv

@@ -381,7 +381,7 @@ def config_show(
 
     Precedence, highest first: flags, GEOSLEUTH_* environment variables, the config file, defaults.
     """
-    from geosleuth.config import find_config_file, load_settings
+    from geosleuth.config import find_config_file, load_settings, redact_url
     from geosleuth.errors import ConfigError
 
     try:
@@ -391,6 +391,8 @@ def config_show(
     data = settings.model_dump(mode="json")
     if data["vlm"].get("api_key"):
         data["vlm"]["api_key"] = "**********"
+    if data["tools"].get("searxng_url"):
+        data["tools"]["searxng_url"] = redact_url(data["tools"]["searxng_url"])
     if json_out:
         print(json.dumps(data, indent=2))
         return

@@ -15,11 +15,12 @@ import contextvars
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -210,6 +211,20 @@ class ToolSettings(_Section):
     overpass_radius_m: int = Field(
         default=3000, ge=10, le=50_000, description="Search radius around a candidate."
     )
+    searxng_url: str | None = Field(
+        default=None,
+        description="A self-hosted SearXNG instance for web search, e.g. http://127.0.0.1:8888 (its "
+        "settings.yml must list json in search.formats); unset: no web search.",
+    )
+    web_search_results: int = Field(
+        default=5, ge=1, le=20, description="Results per web search (at most 20: one SearXNG page)."
+    )
+
+    @field_validator("searxng_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # GEOSLEUTH_TOOLS__SEARXNG_URL= (empty) turns web search off, as leaving it unset does.
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class VerifierSettings(_Section):
@@ -278,7 +293,7 @@ class Settings(BaseSettings):
         default_factory=default_cache_dir, description="Gazetteer index, embeddings, caches."
     )
     offline: bool = Field(
-        default=False, description="Never touch the network (geocoders, Overpass, model hubs)."
+        default=False, description="Never touch the network (geocoders, Overpass, web search, model hubs)."
     )
     use_exif_gps: bool = Field(default=True, description="Trust a valid EXIF GPS point as the answer.")
     max_image_pixels: int = Field(
@@ -326,8 +341,24 @@ class Settings(BaseSettings):
         """A short hash of the settings that change answers (paths and secrets excluded)."""
         data = self.model_dump(mode="json", exclude={"cache_dir"})
         data["vlm"].pop("api_key", None)
+        tools = data["tools"]
+        if tools["searxng_url"] is None:
+            # Web search off changes no answer: hashes stay those of settings from before it existed.
+            del tools["searxng_url"], tools["web_search_results"]
+        else:
+            tools["searxng_url"] = redact_url(tools["searxng_url"], mark="")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# A URL's userinfo: the authority up to its last "@" (a password may hold a raw "@").
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|//)?[^/?#]*@")
+
+
+def redact_url(url: str, *, mark: str = "***") -> str:
+    """``url`` with any ``user:password@`` replaced by ``mark@`` (dropped when ``mark`` is empty), for
+    messages, logs and printed settings. Works on text no URL parser accepts, too."""
+    return _USERINFO.sub(lambda m: (m.group(1) or "") + (f"{mark}@" if mark else ""), url, count=1)
 
 
 def find_config_file(explicit: str | Path | None = None) -> Path | None:

@@ -130,16 +130,28 @@ class VLMUnusableOutputError(VLMError):
 
 
 class ToolUnavailableError(GeoSleuthError, ConnectionError):
-    """A network tool could not answer: offline mode, network down, or an error after every retry."""
+    """A network tool could not answer: offline mode, network down, or an error after every retry.
 
-    def __init__(self, service: str, url: str, reason: str) -> None:
+    ``reason`` is one line; ``status`` is the last HTTP status the service answered with (None when
+    no answer came) and ``attempts`` the requests made (None when none was tried)."""
+
+    def __init__(
+        self, service: str, url: str, reason: str, status: int | None = None, attempts: int | None = None
+    ) -> None:
         self.service = service
         self.url = url
         self.reason = reason
+        self.status = status
+        self.attempts = attempts
         super().__init__(f"{service} ({url}) is unavailable: {reason}")
 
     def __reduce__(self) -> tuple[Any, ...]:  # survive pickling between processes
-        return (type(self), (self.service, self.url, self.reason))
+        return (type(self), (self.service, self.url, self.reason, self.status, self.attempts))
+
+
+class ToolMisconfiguredError(ToolUnavailableError):
+    """The service answered, but in a way only a settings change can fix (a SearXNG instance without
+    its JSON format, a URL that serves a web page): retrying cannot help; ``reason`` names the change."""
 
 
 class ToolQueryError(GeoSleuthError, ValueError):

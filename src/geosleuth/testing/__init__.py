@@ -9,6 +9,9 @@
   with 5xx/429, or by dropping the connection.
 * :mod:`geosleuth.testing.osm_server`: a real local HTTP server answering like Nominatim and Overpass
   from canned places and features, with scriptable failures.
+* :mod:`geosleuth.testing.searxng_server`: a real local HTTP server answering like a SearXNG
+  instance's JSON search API from canned results, scriptable to fail (5xx, 429 with Retry-After, 403
+  "json format disabled", a web page instead of JSON, a dropped connection, latency).
 * :class:`PixelEncoder`: a deterministic image encoder (no weights) whose embeddings really depend
   on the picture: good for index and pipeline tests where a model would be slow.
 """

@@ -1,11 +1,15 @@
 """The plumbing the test servers share: a threaded HTTP server on 127.0.0.1 that logs instead of
-printing, answers without Nagle delays, and starts and stops as a context manager."""
+printing, answers without Nagle delays, and starts and stops as a context manager; and, for the
+fake network services, a record of every request and a queue of scripted failures."""
 
 from __future__ import annotations
 
 import logging
 import socket
 import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -88,3 +92,48 @@ class LocalServer:
                 f"{type(self).__name__} is not running; call start() or use it in a `with` block"
             )
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server saw it: ``params`` merges the query string and a form body."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    time: float = 0.0  # time.monotonic() on arrival
+    body: str = field(default="", repr=False)
+
+
+class ScriptedServer(LocalServer):
+    """A :class:`LocalServer` that records every request and answers the next ones with scripted
+    failures first. Subclasses define the failures' type and how their handler plays them."""
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
+        self._lock = threading.Lock()
+        self._failures: deque[Any] = deque()
+        self._requests: list[RecordedRequest] = []
+
+    def _script(self, failures: Iterable[Any]) -> None:
+        with self._lock:
+            self._failures.extend(failures)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far (a copy), in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def reset(self) -> None:
+        """Forget recorded requests and scripted failures (canned data is kept)."""
+        with self._lock:
+            self._requests.clear()
+            self._failures.clear()
+
+    def _record(self, request: RecordedRequest) -> Any:
+        """Record ``request``; the scripted failure to answer it with, or None."""
+        with self._lock:
+            self._requests.append(request)
+            return self._failures.popleft() if self._failures else None

@@ -25,16 +25,14 @@ import itertools
 import json
 import logging
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from geosleuth.geo import haversine_km
-from geosleuth.testing.http import LocalServer, QuietHandler
+from geosleuth.testing.http import QuietHandler, RecordedRequest, ScriptedServer
 
 logger = logging.getLogger(__name__)
 
@@ -79,24 +77,12 @@ class CannedFeature:
 
 
 @dataclass(frozen=True)
-class RecordedRequest:
-    """One request as the server saw it: ``params`` merges the query string and a form body."""
-
-    method: str
-    path: str
-    params: dict[str, str]
-    headers: dict[str, str]
-    time: float = 0.0  # time.monotonic() on arrival
-    body: str = field(default="", repr=False)
-
-
-@dataclass(frozen=True)
 class _Failure:
     status: int | None  # None: drop the connection
     retry_after: float | None
 
 
-class FakeOSMServer(LocalServer):
+class FakeOSMServer(ScriptedServer):
     """Nominatim + Overpass on 127.0.0.1 from canned data. Use it as a context manager."""
 
     def __init__(
@@ -115,9 +101,6 @@ class FakeOSMServer(LocalServer):
         self.features = [f if isinstance(f, CannedFeature) else CannedFeature(*f) for f in features]
         self.latency_s = latency_s
         self.reverse_max_km = reverse_max_km
-        self._lock = threading.Lock()
-        self._failures: deque[_Failure] = deque()
-        self._requests: list[RecordedRequest] = []
 
     @property
     def nominatim_url(self) -> str:
@@ -136,15 +119,7 @@ class FakeOSMServer(LocalServer):
         given), or close the connection without an answer (``"drop"``)."""
         if status != "drop" and not (isinstance(status, int) and 400 <= status <= 599):
             raise ValueError(f"status must be an HTTP error status (400-599) or 'drop', got {status!r}")
-        failure = _Failure(None if status == "drop" else int(status), retry_after)
-        with self._lock:
-            self._failures.extend([failure] * times)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received so far (a copy), in arrival order."""
-        with self._lock:
-            return list(self._requests)
+        self._script([_Failure(None if status == "drop" else int(status), retry_after)] * times)
 
     @property
     def nominatim_requests(self) -> list[RecordedRequest]:
@@ -153,17 +128,6 @@ class FakeOSMServer(LocalServer):
     @property
     def overpass_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == "/api/interpreter"]
-
-    def reset(self) -> None:
-        """Forget recorded requests and scripted failures (canned data is kept)."""
-        with self._lock:
-            self._requests.clear()
-            self._failures.clear()
-
-    def _record(self, request: RecordedRequest) -> _Failure | None:
-        with self._lock:
-            self._requests.append(request)
-            return self._failures.popleft() if self._failures else None
 
     # --- answers ------------------------------------------------------------------------------
 

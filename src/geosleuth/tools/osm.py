@@ -1,17 +1,11 @@
 """OpenStreetMap tools for the planner's investigation step: Nominatim (geocoding) and Overpass.
 
-Both share one HTTP discipline (:class:`_Client`):
-
-* one request at a time per server, and a minimum interval from the end of one to the start of the
-  next, shared by every client in the process (Nominatim's usage policy: at most 1 request/s);
-* the configured User-Agent and a timeout on every request;
-* retries with exponential backoff on connection errors, 429 (``Retry-After`` honoured) and 5xx;
-* an on-disk JSON cache under ``cache_dir/tools/<service>/``, keyed by the sha256 of the server URL
-  and the normalised request, written atomically. Cached answers cost no request and no wait.
-
-A call never hangs: it takes at most about ``timeout_s * (retries + 1)`` plus the backoff. When the
-service cannot answer (offline mode and no cached answer, network down, error status after every
-retry) it raises :class:`ToolUnavailableError`, which the planner records as "tool could not run".
+Both follow the network tools' shared HTTP discipline (:class:`~geosleuth.tools.http_client.ToolClient`):
+a per-server throttle (Nominatim's usage policy: at most 1 request/s, none in parallel), the
+configured User-Agent and a timeout on every request, retries with backoff on connection errors,
+429 (``Retry-After`` honoured) and 5xx, and an on-disk cache under ``cache_dir/tools/<service>/``.
+When a service cannot answer, a call raises :class:`ToolUnavailableError`, which the planner records
+as "tool could not run".
 
 overpy's own ``Overpass.query`` sends no User-Agent and has no timeout, so requests go through our
 transport and overpy parses the answers (``out center`` gives ways a centre point).
@@ -19,42 +13,28 @@ transport and overpy parses the answers (``out center`` gives ways a centre poin
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import logging
 import math
-import os
 import re
-import tempfile
-import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from geosleuth.config import Settings, ToolSettings
-from geosleuth.errors import (
-    ConfigError,
-    MissingDependencyError,
-    ToolQueryError,
-    ToolUnavailableError,
-)
+from geosleuth.config import Settings
+from geosleuth.errors import ConfigError, MissingDependencyError, ToolQueryError
+from geosleuth.errors import ToolUnavailableError as ToolUnavailableError  # callers catch it from here
 from geosleuth.geo import point_distance_km
 from geosleuth.schemas import BoxRegion, LatLon
+from geosleuth.tools.http_client import Failure, ToolClient, network_reason, send
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_KINDS: tuple[str, ...] = ("shop", "amenity", "tourism", "highway", "railway", "place")
 NAME_KEYS = r"^(name|name:.+|alt_name|official_name|short_name)$"
-_MAX_BACKOFF_S = 8.0
 _KEEP_TAGS = {"brand", "operator", "wikidata", "wikipedia", "cuisine", "website"}
 
 
@@ -89,154 +69,6 @@ class OSMFeature(BaseModel):
     distance_m: float = Field(ge=0, description="Geodesic distance from the search point.")
 
 
-# --- shared HTTP discipline ---------------------------------------------------------------------
-
-
-class _Failure(Exception):
-    """One attempt failed; ``retryable`` says whether trying again may help."""
-
-    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
-class _Throttle:
-    """One request at a time to one server, each starting ``interval_s`` after the last one ended,
-    so the server itself sees the spacing (Nominatim's policy also forbids parallel requests)."""
-
-    def __init__(self) -> None:
-        self._turn = threading.Lock()
-        self._next = 0.0
-
-    @contextmanager
-    def slot(self, interval_s: float) -> Iterator[None]:
-        with self._turn:
-            while (delay := self._next - time.monotonic()) > 0:
-                time.sleep(delay)
-            try:
-                yield
-            finally:
-                self._next = max(self._next, time.monotonic() + interval_s)
-
-    def defer(self, seconds: float) -> None:
-        # Lock-free on purpose: a request in flight holds the turn; a lost race only shortens a wait.
-        self._next = max(self._next, time.monotonic() + seconds)
-
-
-# One throttle per server for the whole process: the usage policy binds the application, not
-# one client object, and a run may build several clients.
-_THROTTLES: dict[tuple[str, str], _Throttle] = {}
-_THROTTLES_LOCK = threading.Lock()
-
-
-def _throttle_for(service: str, url: str) -> _Throttle:
-    with _THROTTLES_LOCK:
-        return _THROTTLES.setdefault((service, url), _Throttle())
-
-
-class _Client:
-    """The shared HTTP discipline; subclasses name their ``service`` and implement the requests.
-
-    ``cache_dir=None`` (or ``tools.cache = false``) disables the cache; ``offline=True`` answers
-    from the cache only. ``backoff_s`` is the first retry's wait (doubling after)."""
-
-    service: ClassVar[str]
-
-    def __init__(
-        self,
-        tools: ToolSettings | None = None,
-        *,
-        cache_dir: Path | None = None,
-        offline: bool = False,
-        backoff_s: float = 0.5,
-    ) -> None:
-        tools = tools or ToolSettings()
-        url = getattr(tools, f"{self.service}_url")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(
-                f"tools.{self.service}_url = {url!r} is not an http(s) URL like https://host/path"
-            )
-        if backoff_s < 0:
-            raise ValueError(f"backoff_s must be >= 0 seconds, got {backoff_s!r}")
-        self.tools, self.url, self.offline, self.backoff_s = tools, url.rstrip("/"), offline, backoff_s
-        self.cache_dir = (
-            cache_dir / "tools" / self.service if (cache_dir is not None and tools.cache) else None
-        )
-        self._throttle = _throttle_for(self.service, self.url)
-        self._setup()
-
-    def _setup(self) -> None:
-        """Build the service's client object (no network)."""
-
-    def _call(self, request: dict[str, Any], fetch: Callable[[], Any]) -> Any:
-        """The JSON answer to ``request``: from the cache, else from ``fetch()`` (then cached)."""
-        blob = json.dumps({"url": self.url, **request}, sort_keys=True, ensure_ascii=False)
-        path = (
-            None
-            if self.cache_dir is None
-            else self.cache_dir / f"{hashlib.sha256(blob.encode()).hexdigest()}.json"
-        )
-        if path is not None and path.is_file():
-            try:
-                answer = json.loads(path.read_text(encoding="utf-8"))["answer"]
-                logger.debug("%s: answered from the cache (%s)", self.service, path.name)
-                return answer
-            except (OSError, ValueError, KeyError):
-                logger.warning("%s: ignoring unreadable cache file %s", self.service, path)
-        if self.offline:
-            raise ToolUnavailableError(
-                self.service,
-                self.url,
-                "offline mode is on and the answer is not cached (set offline = false)",
-            )
-        answer = self._fetch(fetch)
-        if path is not None:
-            self._store(path, {"url": self.url, "request": request, "answer": answer})
-        return answer
-
-    def _fetch(self, fetch: Callable[[], Any]) -> Any:
-        attempts = self.tools.retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                with self._throttle.slot(self.tools.min_interval_s):
-                    return fetch()
-            except _Failure as exc:
-                failure = exc
-            if not failure.retryable or attempt == attempts:
-                break
-            delay = min(self.backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
-            if failure.retry_after is not None:
-                if failure.retry_after > self.tools.timeout_s:
-                    failure.reason += f"; the server asks to wait {failure.retry_after:g} s, too long to wait"
-                    break
-                delay = max(delay, failure.retry_after)
-                self._throttle.defer(failure.retry_after)
-            logger.info(
-                "%s: %s; retry in %.2f s (%d/%d)", self.service, failure.reason, delay, attempt, attempts
-            )
-            time.sleep(delay)
-        raise ToolUnavailableError(
-            self.service, self.url, f"{failure.reason} (after {attempt} attempt{'s' * (attempt > 1)})"
-        ) from failure
-
-    def _store(self, path: Path, record: dict[str, Any]) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(record, f, ensure_ascii=False)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as exc:  # a read-only cache must not cost the answer
-            logger.warning("%s: could not write cache file %s: %s", self.service, path, exc)
-
-
 def _clean_name(name: str) -> str:
     cleaned = " ".join(str(name).split())
     if not cleaned:
@@ -256,39 +88,26 @@ def _geopy_adapter(*, proxies: Any, ssl_context: Any) -> Any:
     return URLLibAdapter(proxies=proxies, ssl_context=ssl_context)
 
 
-def _network_reason(exc: BaseException) -> str:
-    """One short line for a failed request: what went wrong, not the library's whole traceback
-    text (geopy's messages embed the full URL and the nested urllib3 error)."""
-    text = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
-    low = text.lower()
-    if "resolve" in low or "name or service not known" in low or "nodename nor servname" in low:
-        return "the host name cannot be resolved (no network here? set offline = true)"
-    if "refused" in low:
-        return "connection refused"
-    if "timed out" in low or "timeout" in low:
-        return "timed out"
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {first[:160]}{'…' if len(first) > 160 else ''}"
-
-
-def _geopy_failure(exc: Exception) -> _Failure:
+def _geopy_failure(exc: Exception) -> Failure:
     from geopy import exc as gexc
     from geopy.adapters import AdapterHTTPError
 
     cause = exc.__cause__
     status = cause.status_code if isinstance(cause, AdapterHTTPError) else None
-    reason = f"HTTP {status}" if status else _network_reason(exc)
+    reason = f"HTTP {status}" if status else network_reason(exc)
     if isinstance(exc, gexc.GeocoderRateLimited):
-        return _Failure(reason + " (rate limited)", retryable=True, retry_after=exc.retry_after)
+        return Failure(reason + " (rate limited)", retryable=True, retry_after=exc.retry_after, status=status)
     if isinstance(exc, gexc.GeocoderTimedOut | gexc.GeocoderUnavailable | gexc.GeocoderParseError):
-        return _Failure(reason, retryable=True)
+        return Failure(reason, retryable=True, status=status)
     if isinstance(
         exc, gexc.GeocoderQueryError | gexc.GeocoderAuthenticationFailure | gexc.GeocoderQuotaExceeded
     ):
-        return _Failure(reason, retryable=False)
+        return Failure(reason, retryable=False, status=status)
     if isinstance(exc, gexc.GeocoderInsufficientPrivileges):
-        return _Failure(reason + " (refused: check tools.user_agent and the usage policy)", retryable=False)
-    return _Failure(reason, retryable=status is None or status >= 500)
+        return Failure(
+            reason + " (refused: check tools.user_agent and the usage policy)", retryable=False, status=status
+        )
+    return Failure(reason, retryable=status is None or status >= 500, status=status)
 
 
 def _hit(raw: dict[str, Any]) -> GeocodeHit:
@@ -322,7 +141,7 @@ def _viewbox(near: LatLon, km: float) -> list[tuple[float, float]]:
     ]
 
 
-class Geocoder(_Client):
+class Geocoder(ToolClient):
     """Nominatim through geopy, with the shared throttle, retries and cache."""
 
     service = "nominatim"
@@ -442,7 +261,7 @@ def _overpy() -> Any:
     return overpy
 
 
-class Overpass(_Client):
+class Overpass(ToolClient):
     """The Overpass API through overpy: named features near a point."""
 
     service = "overpass"
@@ -452,26 +271,20 @@ class Overpass(_Client):
 
     def _post(self, query: str) -> Any:
         overpy = _overpy()
-        headers = {"User-Agent": self.tools.user_agent, "Accept": "application/json"}
-        request = urllib.request.Request(self.url, data=urlencode({"data": query}).encode(), headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.tools.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            after = exc.headers.get("Retry-After") if exc.headers else None
-            wait = float(after) if after and after.strip().replace(".", "", 1).isdigit() else None
-            raise _Failure(
-                f"HTTP {exc.code}", retryable=exc.code == 429 or exc.code >= 500, retry_after=wait
-            ) from exc
-        except (OSError, http.client.HTTPException) as exc:  # refused, dropped, timed out, cut short
-            raise _Failure(_network_reason(exc), retryable=True) from exc
+        raw = send(
+            self.url,
+            user_agent=self.tools.user_agent,
+            timeout_s=self.tools.timeout_s,
+            data=urlencode({"data": query}).encode(),
+            headers={"Accept": "application/json"},
+        ).body
         try:
             self._api.parse_json(raw)  # raises on Overpass runtime errors reported as "remark"
             return json.loads(raw)
         except overpy.exception.OverPyException as exc:
-            raise _Failure(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+            raise Failure(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         except ValueError as exc:
-            raise _Failure(f"the answer is not Overpass JSON ({exc})", retryable=True) from exc
+            raise Failure(f"the answer is not Overpass JSON ({exc})", retryable=True) from exc
 
     def find_named(
         self,
