@@ -2,12 +2,22 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, fixture
 from geosleuth.cli import app
+from geosleuth.errors import (
+    ConfigError,
+    ImageNotFoundError,
+    InternalError,
+    MissingDependencyError,
+    TableError,
+    VLMConnectionError,
+    WeightsNotFoundError,
+)
 
 runner = CliRunner()
 
@@ -148,7 +158,7 @@ def test_index_commands_fail_with_one_line(tmp_path):
             "hnsw",
         ],
     )
-    assert res.exit_code == 1 and "--kind must be" in res.stderr
+    assert res.exit_code == 2 and "--kind" in res.stderr  # a bad option value is bad usage
 
 
 def test_index_build_info_search_with_the_pixel_encoder(tmp_path):
@@ -163,3 +173,144 @@ def test_index_build_info_search_with_the_pixel_encoder(tmp_path):
     assert res.exit_code == 0 and "most dissimilar" in res.stdout
     first = res.stdout.splitlines()[1]
     assert first.strip().startswith("+1.000") and "[exif_gps_vs_text.jpg]" in first and "Paris" in first
+
+
+# --- inputs are checked before anything heavy is built ------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["missing.jpg", "not_an_image.jpg", "document.pdf", "empty.jpg"])
+def test_a_bad_input_fails_at_once_on_an_empty_cache(tmp_path, monkeypatch, name):
+    import geosleuth.agents.pipeline as pipeline
+
+    def no_heavy_work(*args, **kwargs):
+        raise AssertionError("build_deps ran although no input could be used")
+
+    monkeypatch.setattr(pipeline, "build_deps", no_heavy_work)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    t0 = time.perf_counter()
+    res = run(str(FIXTURES / name), "--cache-dir", str(cache))
+    seconds = time.perf_counter() - t0
+    assert res.exit_code == 1, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+    assert seconds < 5, f"{seconds:.1f} s"
+    assert list(cache.iterdir()) == []  # no gazetteer was built
+
+
+def test_a_missing_input_fails_at_once_in_a_real_process(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GEOSLEUTH_CACHE_DIR"}
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geosleuth.cli",
+            "locate",
+            str(tmp_path / "missing.jpg"),
+            "--cache-dir",
+            str(cache),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    seconds = time.perf_counter() - t0  # the interpreter's start included
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.count("geosleuth: error: ") == 1 and "Traceback" not in out.stderr
+    assert seconds < 5, f"{seconds:.1f} s"
+    assert not any(cache.glob("gazetteer*"))
+
+
+def test_a_batch_reports_every_bad_input_and_locates_the_rest_in_order(tmp_path):
+    sources = [
+        str(tmp_path / "missing.jpg"),
+        str(fixture("exif_gps.jpg")),
+        str(fixture("not_an_image.jpg")),
+        str(fixture("exif_gps_south_west.jpg")),
+    ]
+    res = run(*sources, "--json", "--ocr", "none")
+    assert res.exit_code == 1
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["source"] for r in records] == sources
+    assert [r.get("error_type") for r in records] == ["ImageNotFoundError", None, "NotAnImageError", None]
+    assert records[1]["status"] == "located" and records[3]["best"]["point"]["lat"] < 0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("geosleuth: error: ")]
+    assert len(errors) == 2
+
+
+# --- one table maps errors to exit codes ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error,code",
+    [
+        (ImageNotFoundError("a.jpg", "no such file"), 1),
+        (TableError("t.csv: no latitude column"), 1),
+        (VLMConnectionError("could not connect"), 1),
+        (PermissionError(13, "Permission denied"), 1),
+        (ConfigError("min_probability: not a number"), 2),
+        (MissingDependencyError("faiss-cpu", "retrieval", "A neighbour index"), 2),
+        (WeightsNotFoundError("CLIP", "not in the HF cache"), 2),
+        (InternalError("a bug"), 3),
+        (KeyError("a bug"), 3),
+        (KeyboardInterrupt(), 130),
+    ],
+)
+def test_each_kind_of_error_exits_with_its_code(monkeypatch, error, code):
+    import geosleuth.config
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(geosleuth.config, "load_settings", fail)
+    res = runner.invoke(app, ["config", "show"])
+    assert res.exit_code == code
+    assert res.stdout == "" and "Traceback" not in res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("geosleuth: ")
+
+
+def test_a_bug_on_one_photo_exits_3_and_the_batch_goes_on(monkeypatch):
+    from geosleuth.agents.pipeline import Locator
+
+    real = Locator.locate
+
+    def buggy(self, source, *, name=None):
+        if "south_west" in str(source):
+            raise ZeroDivisionError("a bug")
+        return real(self, source, name=name)
+
+    monkeypatch.setattr(Locator, "locate", buggy)
+    res = run(
+        str(fixture("exif_gps.jpg")), str(fixture("exif_gps_south_west.jpg")), "--json", "--ocr", "none"
+    )
+    assert res.exit_code == 3
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert records[0]["status"] == "located" and records[1]["error_type"] == "InternalError"
+
+
+def test_every_command_reports_errors_through_the_table():
+    commands = list(app.registered_commands)
+    for group in app.registered_groups:
+        commands += group.typer_instance.registered_commands
+    assert len(commands) >= 10
+    for command in commands:
+        assert getattr(command.callback, "reports_errors", False), command.callback
+
+
+def test_verifier_fit_reads_the_table_before_building_the_pipeline(tmp_path, monkeypatch):
+    import geosleuth.agents.pipeline as pipeline
+
+    def no_heavy_work(*args, **kwargs):
+        raise AssertionError("the pipeline was built for a table that cannot be used")
+
+    monkeypatch.setattr(pipeline, "build_deps", no_heavy_work)
+    out = str(tmp_path / "w.json")
+    res = runner.invoke(app, ["verifier", "fit", str(tmp_path / "missing.csv"), "--out", out])
+    assert res.exit_code == 1 and "no such file" in res.stderr
+    (tmp_path / "truth.csv").write_text("image,latitude\na.jpg,1.0\n")
+    res = runner.invoke(app, ["verifier", "fit", str(tmp_path / "truth.csv"), "--out", out])
+    assert res.exit_code == 1 and "longitude" in res.stderr and "Traceback" not in res.output

@@ -98,3 +98,32 @@ def test_formats():
     for ext, fmt in [("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("tif", "TIFF"), ("heic", "HEIF")]:
         img = open_image(fixture(f"exif_gps.{ext}"))
         assert img.format == fmt and img.rgb is not None
+
+
+@pytest.mark.parametrize("name", [*sorted(p.name for p in FIXTURES.iterdir()), "does_not_exist.jpg"])
+def test_check_image_raises_what_open_image_raises_before_decoding(name):
+    """The quick check reads only the header, yet agrees with a full open on every fixture: the
+    same error (type and message), or none where the photo opens (damaged pixels included)."""
+    from geosleuth.tools.image import check_image
+
+    path = FIXTURES / name
+    try:
+        open_image(path)
+    except ImageInputError as exc:
+        expected: ImageInputError | None = exc
+    else:
+        expected = None
+    try:
+        check_image(path)
+    except ImageInputError as exc:
+        assert expected is not None and type(exc) is type(expected) and str(exc) == str(expected)
+    else:
+        assert expected is None
+    if path.is_file():  # the same for bytes (stdin)
+        data = path.read_bytes()
+        try:
+            check_image(data, name="<stdin>")
+        except ImageInputError as exc:
+            assert expected is not None and type(exc) is type(expected)
+        else:
+            assert expected is None

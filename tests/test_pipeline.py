@@ -161,3 +161,19 @@ def test_text_that_agrees_with_gps_is_noted(locator, tmp_path):
     check = next(e for e in pred.evidence if e.id == "check.gps-vs-text")
     assert "agree" in check.value and check.details["distance_km"] < 10
     assert not pred.warnings
+
+
+def test_batch_names_sources_and_turns_a_bug_into_an_internal_error(exif_locator, monkeypatch):
+    real = Locator.locate
+
+    def buggy(self, source, *, name=None):
+        if name == "bug":
+            raise ZeroDivisionError("a bug")
+        return real(self, source, name=name)
+
+    monkeypatch.setattr(Locator, "locate", buggy)
+    data = fixture("exif_gps.jpg").read_bytes()
+    results = list(exif_locator.locate_many([data, data], names=["<stdin>", "bug"], on_done=lambda r: None))
+    assert isinstance(results[0], Prediction) and results[0].source == "<stdin>"
+    assert isinstance(results[1], LocateError) and results[1].error_type == "InternalError"
+    assert results[1].source == "bug"

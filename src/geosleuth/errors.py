@@ -1,9 +1,15 @@
 """Typed errors. Each subclasses a built-in so callers can catch either, and each message names
-the input, the offending value and the fix."""
+the input, the offending value and the fix.
+
+What an error means to the person or program that asked is decided once, at the end of this file:
+:data:`STATUS` maps each class to a process exit code and an HTTP status. The CLI exits with
+:func:`exit_code`, an HTTP service answers with :func:`http_status`; neither decides on its own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 SHOW_MISSING = 5  # missing files named in a MissingImagesError message
@@ -93,6 +99,17 @@ class IndexError_(GeoSleuthError, ValueError):
 
 class EmptySourceError(GeoSleuthError, ValueError):
     """A source (folder, table, gallery) holds nothing usable."""
+
+
+# --- other inputs: tables, folders, datasets ---------------------------------------------------
+
+
+class InputNotFoundError(GeoSleuthError, FileNotFoundError):
+    """A file or folder named as an input (a table, a folder of photos, a dataset) does not exist."""
+
+
+class TableError(GeoSleuthError, ValueError):
+    """A table the user brought cannot be used: a column is missing or a value is not a number."""
 
 
 # --- VLM reasoning ------------------------------------------------------------------------------
@@ -192,3 +209,111 @@ class MissingImagesError(GeoSleuthError, FileNotFoundError):
 
 class StripError(GeoSleuthError, ValueError):
     """The photo's GPS could not be removed (no pixels to re-encode, metadata too big for JPEG)."""
+
+
+# --- bugs ---------------------------------------------------------------------------------------
+
+
+class InternalError(GeoSleuthError, RuntimeError):
+    """An unexpected exception (a bug), wrapped so that a batch can go on. Please report it."""
+
+
+# --- what each error means to the caller: one table ---------------------------------------------
+
+EXIT_OK = 0
+EXIT_INPUT = 1  # an input could not be used (one line on stderr per input)
+EXIT_USAGE = 2  # bad usage or settings (including a missing optional part the settings ask for)
+EXIT_INTERNAL = 3  # a bug
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+
+@dataclass(frozen=True)
+class ErrorStatus:
+    """How one kind of error is reported: the CLI's exit code and an HTTP service's status."""
+
+    exit_code: int
+    http_status: int
+
+
+INTERNAL = ErrorStatus(EXIT_INTERNAL, 500)
+
+# Exit codes follow the README (1 an input, 2 usage or settings, 3 a bug). HTTP statuses take the
+# caller's side: 4xx when what the caller sent is at fault (404 missing, 413 too large, 415 not a
+# format we read, 422 readable but unusable, 400 bad options), 5xx when the server is (500 its own
+# files or a bug, 501 a part not installed, 502 the VLM behind it failed, 503 a model, engine or
+# network tool it cannot reach). Every GeoSleuthError class has its own row (a test checks), so a
+# new class makes its author decide; the lookup walks the class's MRO to the first listed class.
+STATUS: Mapping[type[BaseException], ErrorStatus] = {
+    GeoSleuthError: ErrorStatus(EXIT_INPUT, 400),
+    # input images
+    ImageInputError: ErrorStatus(EXIT_INPUT, 422),
+    ImageNotFoundError: ErrorStatus(EXIT_INPUT, 404),
+    NotAFileError: ErrorStatus(EXIT_INPUT, 422),
+    EmptyImageError: ErrorStatus(EXIT_INPUT, 422),
+    NotAnImageError: ErrorStatus(EXIT_INPUT, 415),
+    UnsupportedFormatError: ErrorStatus(EXIT_INPUT, 415),
+    CorruptImageError: ErrorStatus(EXIT_INPUT, 422),
+    ImageTooLargeError: ErrorStatus(EXIT_INPUT, 413),
+    # settings and optional parts
+    ConfigError: ErrorStatus(EXIT_USAGE, 400),
+    MissingDependencyError: ErrorStatus(EXIT_USAGE, 501),
+    EngineUnavailableError: ErrorStatus(EXIT_USAGE, 503),
+    WeightsNotFoundError: ErrorStatus(EXIT_USAGE, 503),
+    PromptTemplateError: ErrorStatus(EXIT_USAGE, 500),
+    UnknownMetricError: ErrorStatus(EXIT_USAGE, 400),
+    ToolQueryError: ErrorStatus(EXIT_USAGE, 422),
+    # other inputs: indexes, tables, folders, datasets
+    IndexError_: ErrorStatus(EXIT_INPUT, 422),
+    EmptySourceError: ErrorStatus(EXIT_INPUT, 422),
+    InputNotFoundError: ErrorStatus(EXIT_INPUT, 404),
+    TableError: ErrorStatus(EXIT_INPUT, 422),
+    DatasetError: ErrorStatus(EXIT_INPUT, 422),
+    MetadataNotFoundError: ErrorStatus(EXIT_INPUT, 404),
+    MissingImagesError: ErrorStatus(EXIT_INPUT, 404),
+    StripError: ErrorStatus(EXIT_INPUT, 422),
+    # services behind geosleuth: the VLM server, the OpenStreetMap tools
+    VLMError: ErrorStatus(EXIT_INPUT, 502),
+    VLMConnectionError: ErrorStatus(EXIT_INPUT, 502),
+    VLMServerError: ErrorStatus(EXIT_INPUT, 502),
+    VLMRequestRejectedError: ErrorStatus(EXIT_INPUT, 502),
+    VLMTruncatedError: ErrorStatus(EXIT_INPUT, 502),
+    VLMUnusableOutputError: ErrorStatus(EXIT_INPUT, 502),
+    ToolUnavailableError: ErrorStatus(EXIT_INPUT, 503),
+    ToolMisconfiguredError: ErrorStatus(EXIT_USAGE, 502),
+    # bugs
+    InternalError: INTERNAL,
+    # Not ours: a file that could not be read or written (permissions, a full disk) is the
+    # environment, not a bug. Every other exception is one: INTERNAL.
+    OSError: ErrorStatus(EXIT_INPUT, 500),
+}
+
+
+def error_status(error: BaseException | type[BaseException]) -> ErrorStatus:
+    """The :class:`ErrorStatus` of an exception or exception class (:data:`INTERNAL` if unlisted)."""
+    cls = error if isinstance(error, type) else type(error)
+    for klass in cls.__mro__:
+        if klass in STATUS:
+            return STATUS[klass]
+    return INTERNAL
+
+
+def exit_code(error: BaseException | type[BaseException]) -> int:
+    """The process exit code for an exception: 1 an input, 2 usage or settings, 3 a bug."""
+    return error_status(error).exit_code
+
+
+def http_status(error: BaseException | type[BaseException]) -> int:
+    """The HTTP status an API answers with for an exception (see :data:`STATUS`)."""
+    return error_status(error).http_status
+
+
+def error_class(name: str) -> type[GeoSleuthError]:
+    """The GeoSleuthError subclass called ``name`` (a record's ``error_type``); :class:`InternalError`
+    for a name that is not one (an unexpected exception's class)."""
+    todo: list[type[GeoSleuthError]] = [GeoSleuthError]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == name:
+            return cls
+        todo.extend(cls.__subclasses__())
+    return InternalError

@@ -30,6 +30,7 @@ from geosleuth.errors import (
     EngineUnavailableError,
     GeoSleuthError,
     ImageInputError,
+    InternalError,
     MissingDependencyError,
 )
 from geosleuth.gazetteer import Gazetteer
@@ -255,27 +256,49 @@ class Locator:
         sources: Iterable[ImageSource],
         *,
         workers: int = 1,
+        names: Iterable[str | None] | None = None,
         on_done: Callable[[Prediction | LocateError], None] | None = None,
     ) -> Iterator[Prediction | LocateError]:
-        """Locate many photos, in order. A bad input yields a :class:`LocateError` and the batch goes on."""
+        """Locate many photos, in order. A bad input yields a :class:`LocateError` and the batch goes on;
+        so does an unexpected exception (a bug: ``error_type`` "InternalError", the traceback logged at
+        debug level), so one photo cannot sink a batch. ``names`` label the sources (as in
+        :meth:`locate`), e.g. ``"<stdin>"`` for bytes."""
 
-        def one(src: ImageSource) -> Prediction | LocateError:
+        def one(item: tuple[ImageSource, str | None]) -> Prediction | LocateError:
+            src, name = item
             try:
-                return self.locate(src)
+                return self.locate(src, name=name)
             except ImageInputError as exc:
                 return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
+            except Exception as exc:
+                label = name or (
+                    str(src)
+                    if isinstance(src, str | Path)
+                    else "<bytes>"
+                    if isinstance(src, bytes)
+                    else "<image>"
+                )
+                log.debug("internal error on %s", label, exc_info=True)
+                return LocateError(
+                    source=label,
+                    error=f"internal error ({type(exc).__name__}: {exc})",
+                    error_type=InternalError.__name__,
+                )
 
         def emit(result: Prediction | LocateError) -> Prediction | LocateError:
             if on_done is not None:
                 on_done(result)
             return result
 
+        items: Iterable[tuple[ImageSource, str | None]] = (
+            ((src, None) for src in sources) if names is None else zip(sources, names, strict=True)
+        )
         if workers <= 1:
-            for src in sources:
-                yield emit(one(src))
+            for item in items:
+                yield emit(one(item))
             return
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(one, sources):
+            for result in pool.map(one, items):
                 yield emit(result)
 
     def model_ids(self) -> dict[str, str]:

@@ -52,6 +52,7 @@ from geosleuth.errors import (
     EmptySourceError,
     GeoSleuthError,
     ImageInputError,
+    InputNotFoundError,
     MetadataNotFoundError,
     MissingDependencyError,
     MissingImagesError,
@@ -507,7 +508,7 @@ class ExifFolderDataset(Dataset):
 
         root = Path(folder).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(f"{root}: no such folder")
+            raise InputNotFoundError(f"{root}: no such folder")
         try:
             items = open_source(root, layout="folder").items
         except EmptySourceError:
@@ -705,7 +706,7 @@ def is_hf_folder(path: Path) -> bool:
 
 def _hf_split_folder(path: Path) -> Path:
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such folder")
+        raise InputNotFoundError(f"{path}: no such folder")
     dd = path / "dataset_dict.json"
     if dd.is_file():
         try:
@@ -735,7 +736,7 @@ def _hf_arrow_files(root: Path) -> list[Path]:
         raise EmptySourceError(f"{root}: no data-*.arrow files; is this a folder written by save_to_disk?")
     for f in files:
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: listed in {state} but not on disk")
+            raise InputNotFoundError(f"{f}: listed in {state} but not on disk")
     return files
 
 
@@ -857,7 +858,7 @@ def open_dataset(
     if target is None:
         raise DatasetError(f"{spec!r}: name a file or folder after '{kind}:'")
     if not target.exists():
-        raise FileNotFoundError(f"{target}: no such file or folder (dataset spec {spec!r})")
+        raise InputNotFoundError(f"{target}: no such file or folder (dataset spec {spec!r})")
     if kind in ("csv", "parquet", "table") or (kind is None and target.is_file()):
         if target.suffix.lower() not in TABLE_SUFFIXES:
             raise DatasetError(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from geosleuth.errors import EmptySourceError
+from geosleuth.errors import EmptySourceError, InputNotFoundError, TableError
 from geosleuth.retrieval.tables import LAT_NAMES, LON_NAMES, find_column, read_table
 from geosleuth.tools.image import IMAGE_SUFFIXES
 
@@ -54,7 +54,7 @@ class Source:
 def open_source(path: str | Path, *, layout: Layout = "auto", images: str | Path | None = None) -> Source:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise InputNotFoundError(f"{path}: no such file or folder")
     if layout == "auto":
         if path.is_dir():
             layout = "folder"
@@ -136,7 +136,7 @@ def _mp16(path: Path, images: Path) -> Source:
         try:
             i_id, i_lat, i_lon = lower.index("img_id"), lower.index("lat"), lower.index("lon")
         except ValueError:
-            raise ValueError(
+            raise TableError(
                 f"{path}: MP16 layout needs IMG_ID, LAT and LON columns (found: {', '.join(header)})"
             ) from None
         place_idx = [(lower[j], j) for j in range(len(header)) if lower[j] in PLACE_COLUMNS]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from geosleuth.errors import EmptySourceError, MissingDependencyError
+from geosleuth.errors import EmptySourceError, InputNotFoundError, MissingDependencyError, TableError
 
 LAT_NAMES = ("lat", "latitude", "gps_lat", "y")
 LON_NAMES = ("lon", "lng", "long", "longitude", "gps_lon", "x")
@@ -19,7 +19,7 @@ LON_NAMES = ("lon", "lng", "long", "longitude", "gps_lon", "x")
 def read_table(path: Path) -> dict[str, list[str]]:
     """Columns of a CSV (any delimiter Sniffer recognises) or Parquet file, as strings."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise InputNotFoundError(f"{path}: no such file")
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
             import pyarrow.parquet as pq
@@ -52,7 +52,7 @@ def find_column(columns: dict[str, list[str]], candidates: Sequence[str], path: 
     for c in candidates:
         if c in lowered:
             return lowered[c]
-    raise ValueError(
+    raise TableError(
         f"{path}: no {what} column; expected one of {', '.join(candidates)} (found: {', '.join(columns) or 'none'})"
     )
 
@@ -69,11 +69,11 @@ def latlon_columns(columns: dict[str, list[str]], path: Path) -> NDArray[np.floa
         try:
             out[i] = (float(a), float(b))
         except ValueError:
-            raise ValueError(f"{path}: row {i + 2} has lat={a!r}, lon={b!r}, which are not numbers") from None
+            raise TableError(f"{path}: row {i + 2} has lat={a!r}, lon={b!r}, which are not numbers") from None
     bad = ~(np.isfinite(out).all(axis=1) & (np.abs(out[:, 0]) <= 90) & (np.abs(out[:, 1]) <= 180))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
+        raise TableError(
             f"{path}: row {i + 2} has lat={lat[i]}, lon={lon[i]}, outside [-90, 90] x [-180, 180]"
         )
     return out

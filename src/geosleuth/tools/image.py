@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -123,10 +123,33 @@ def _sniff_unsupported(head: bytes) -> str | None:
     return None
 
 
+def find_images(folder: Path) -> tuple[list[Path], int]:
+    """The image files in ``folder`` and below (by suffix, sorted, hidden files left out), and how
+    many other files were left out."""
+    found: list[Path] = []
+    skipped = 0
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if f.suffix.lower() in IMAGE_SUFFIXES:
+            found.append(f)
+        else:
+            skipped += 1
+    return found, skipped
+
+
 def read_source(source: str | Path, *, max_bytes: int) -> bytes:
     """Read a file with the checks that give one clear line per failure."""
-    path = Path(source)
-    name = str(source)
+    path, name = Path(source), str(source)
+    _check_file(path, name, max_bytes)
+    try:
+        return path.read_bytes()
+    except PermissionError as exc:
+        raise ImageNotFoundError(name, "permission denied; check the file's permissions") from exc
+    except OSError as exc:
+        raise CorruptImageError(name, f"could not be read ({exc.strerror or exc})") from exc
+
+
+def _check_file(path: Path, name: str, max_bytes: int) -> None:
+    """What the file system can tell without reading: it exists, is a regular file, has a size."""
     try:
         st = path.stat()
     except FileNotFoundError as exc:
@@ -148,12 +171,52 @@ def read_source(source: str | Path, *, max_bytes: int) -> bytes:
             name,
             f"the file has {st.st_size:,} bytes, above the limit of {max_bytes:,}; raise max_file_bytes to allow it",
         )
+
+
+def check_image(
+    source: str | Path | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int = 2 * PILLOW_DEFAULT_MAX_PIXELS,
+    max_bytes: int = 512 * 1024 * 1024,
+) -> None:
+    """Raise the :class:`ImageInputError` that :func:`open_image` would raise before decoding any
+    pixels (missing, not a file, unreadable, empty, too large, not an image, an unsupported format,
+    a damaged header, too many declared pixels), reading only the file's header: milliseconds, so
+    a caller can reject bad inputs before it builds anything heavy. Damaged pixel data is only
+    found by decoding, in :func:`open_image`."""
+    _register_heif()
+    if isinstance(source, bytes | bytearray | memoryview):
+        label = name or "<bytes>"
+        data = bytes(source)
+        _check_bytes(label, data, max_bytes)
+        img = _open_header(label, io.BytesIO(data), data[:1024], max_pixels)
+        _check_size(label, img, max_pixels)
+        return
+    path = Path(source)
+    label = name or str(source)
+    _check_file(path, label, max_bytes)
     try:
-        return path.read_bytes()
+        fh = path.open("rb")
     except PermissionError as exc:
-        raise ImageNotFoundError(name, "permission denied; check the file's permissions") from exc
+        raise ImageNotFoundError(label, "permission denied; check the file's permissions") from exc
     except OSError as exc:
-        raise CorruptImageError(name, f"could not be read ({exc.strerror or exc})") from exc
+        raise CorruptImageError(label, f"could not be read ({exc.strerror or exc})") from exc
+    with fh:
+        try:
+            head = fh.read(1024)
+            fh.seek(0)
+        except OSError as exc:
+            raise CorruptImageError(label, f"could not be read ({exc.strerror or exc})") from exc
+        with _open_header(label, fh, head, max_pixels) as img:
+            _check_size(label, img, max_pixels)
+
+
+def _check_bytes(label: str, data: bytes, max_bytes: int) -> None:
+    if not data:
+        raise EmptyImageError(label, "no bytes were given (empty input)")
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(label, f"{len(data):,} bytes is above the limit of {max_bytes:,}")
 
 
 def open_image(
@@ -178,23 +241,24 @@ def open_image(
     if isinstance(source, bytes | bytearray | memoryview):
         label = name or "<bytes>"
         data = bytes(source)
-        if not data:
-            raise EmptyImageError(label, "no bytes were given (empty input)")
-        if len(data) > max_bytes:
-            raise ImageTooLargeError(label, f"{len(data):,} bytes is above the limit of {max_bytes:,}")
+        _check_bytes(label, data, max_bytes)
     else:
         label = name or str(source)
         data = read_source(source, max_bytes=max_bytes)
+    img = _open_header(label, io.BytesIO(data), data[:1024], max_pixels)
+    return _finish(label, img, len(data), hashlib.sha256(data).hexdigest(), max_pixels, draft_side)
 
-    what = _sniff_unsupported(data[:1024])
+
+def _open_header(label: str, fp: IO[bytes], head: bytes, max_pixels: int) -> Image.Image:
+    """Identify the format from the header (pixels stay lazy); every way that fails is one error."""
+    what = _sniff_unsupported(head)
     if what:
         raise UnsupportedFormatError(
             label, f"this is {what}, not a photo; supported formats: {SUPPORTED_LIST}"
         )
-
     with _pillow_limits(max_pixels):
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(fp)
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(
                 label,
@@ -203,7 +267,7 @@ def open_image(
         except UnidentifiedImageError as exc:
             raise NotAnImageError(
                 label,
-                f"not an image file in any known format (starts with {data[:8]!r}); supported: {SUPPORTED_LIST}",
+                f"not an image file in any known format (starts with {head[:8]!r}); supported: {SUPPORTED_LIST}",
             ) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImageError(label, f"the image header is damaged ({exc})") from exc
@@ -211,7 +275,7 @@ def open_image(
         raise UnsupportedFormatError(
             label, f"{img.format} images are not supported; convert it to one of: {SUPPORTED_LIST}"
         )
-    return _finish(label, img, len(data), hashlib.sha256(data).hexdigest(), max_pixels, draft_side)
+    return img
 
 
 @contextmanager
@@ -232,15 +296,7 @@ def _pillow_limits(max_pixels: int) -> Iterator[None]:
 def _finish(
     label: str, img: Image.Image, n_bytes: int, digest: str, max_pixels: int, draft_side: int | None
 ) -> LoadedImage:
-    w, h = img.size
-    if w <= 0 or h <= 0:
-        raise CorruptImageError(label, f"the image declares an empty size {w}x{h}")
-    if w * h > max_pixels:
-        raise ImageTooLargeError(
-            label,
-            f"the image declares {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
-            "(a decompression bomb, or a huge scan: raise max_image_pixels to allow it)",
-        )
+    w, h = _check_size(label, img, max_pixels)
     mode = img.mode
     rgb: Image.Image | None = None
     pixel_error: str | None = None
@@ -264,6 +320,19 @@ def _finish(
         rgb=rgb,
         pixel_error=pixel_error,
     )
+
+
+def _check_size(label: str, img: Image.Image, max_pixels: int) -> tuple[int, int]:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise CorruptImageError(label, f"the image declares an empty size {w}x{h}")
+    if w * h > max_pixels:
+        raise ImageTooLargeError(
+            label,
+            f"the image declares {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
+            "(a decompression bomb, or a huge scan: raise max_image_pixels to allow it)",
+        )
+    return w, h
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -129,6 +129,63 @@ def wait_healthy(
         time.sleep(1.0)
 
 
+def default_log_path(port: int) -> Path:
+    """Where a detached server logs when no log file is named: ``vllm-PORT.log`` here."""
+    return Path(f"vllm-{port}.log")
+
+
+@dataclass
+class VLLMServer:
+    """A vLLM process that has answered ``/health``."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    ready_after_s: float
+    log_file: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait(self) -> int:
+        """Block until the server exits; its exit code. Ctrl-C stops it first, then propagates."""
+        try:
+            return self.process.wait()
+        except KeyboardInterrupt:
+            self.stop(timeout_s=30)
+            raise
+
+    def stop(self, timeout_s: float = 20) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after ``timeout_s``."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_vllm(cmd: list[str], url: str, *, timeout_s: float, log_file: Path | None = None) -> VLLMServer:
+    """Run ``cmd`` (from :func:`serve_command`) and wait until ``url``'s ``/health`` answers.
+
+    With ``log_file`` the server is detached: it gets its own session (a Ctrl-C here does not reach
+    it) and its output is appended to the file, so it outlives this process. Without, it shares this
+    terminal. If it dies or does not answer within ``timeout_s`` (or on Ctrl-C) it is stopped, and
+    a :class:`VLMError` names the end of its log."""
+    if log_file is not None:
+        with log_file.open("ab") as stream:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(cmd, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
+    else:
+        proc = subprocess.Popen(cmd)
+    server = VLLMServer(proc, url, 0.0, log_file)
+    try:
+        server.ready_after_s = wait_healthy(url, proc, timeout_s, log_file)
+    except (VLMError, KeyboardInterrupt):
+        server.stop()
+        raise
+    return server
+
+
 def _log_tail(log_file: Path | None, lines: int = 15) -> str:
     if log_file is None or not log_file.is_file():
         return ""

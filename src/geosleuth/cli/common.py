@@ -1,0 +1,85 @@
+"""What every command shares: the options that recur, logging, and the one way errors end a command.
+
+Errors become exit codes in :func:`reports_errors`, through :func:`geosleuth.errors.exit_code`:
+commands raise the library's typed errors and never pick an exit code for one themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+
+from geosleuth.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, GeoSleuthError, exit_code
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML settings file (else $GEOSLEUTH_CONFIG, ./geosleuth.toml)."),
+]
+CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Where the gazetteer index is kept.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """Logging for one command: warnings by default, -v info, -vv debug, -q errors only."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_time=False, show_path=verbose > 1)],
+        force=True,
+    )
+
+
+def error_line(message: str) -> None:
+    """One line on stderr, in the one format every failure uses."""
+    print(f"geosleuth: error: {message}", file=sys.stderr)
+
+
+def internal_error_line(exc: BaseException) -> None:
+    print(
+        f"geosleuth: internal error: {type(exc).__name__}: {exc} (rerun with -vv and report it)",
+        file=sys.stderr,
+    )
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a command so that an error ends it with one line on stderr and the exit code
+    :func:`geosleuth.errors.exit_code` gives (Ctrl-C: 130). With -vv a bug keeps its traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # an exit code already chosen, or a usage error Typer reports
+        except KeyboardInterrupt:
+            print("geosleuth: interrupted", file=sys.stderr)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except GeoSleuthError as exc:
+            error_line(str(exc))
+            raise typer.Exit(exit_code(exc)) from None
+        except Exception as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            code = exit_code(exc)
+            if code == EXIT_INTERNAL:
+                internal_error_line(exc)
+            else:  # an OSError: a file that could not be read or written
+                error_line(str(exc))
+            raise typer.Exit(code) from None
+
+    wrapper.reports_errors = True  # type: ignore[attr-defined]  # tests check every command has it
+    return wrapper

@@ -1,0 +1,292 @@
+"""``geosleuth locate``: check every input first, then locate the usable ones and render each answer.
+
+The inputs are checked before anything heavy is built (the gazetteer, OCR engines, models): a
+missing or unreadable file, or one that is not an image, is reported in milliseconds whatever the
+cache holds, and when no input can be used nothing heavy is built at all.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from geosleuth.cli.common import (
+    CacheOpt,
+    ConfigOpt,
+    QuietOpt,
+    VerboseOpt,
+    error_line,
+    reports_errors,
+    setup_logging,
+)
+from geosleuth.errors import (
+    EXIT_OK,
+    EmptySourceError,
+    ImageInputError,
+    ImageNotFoundError,
+    InternalError,
+    error_class,
+    exit_code,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from geosleuth.agents.pipeline import Locator
+    from geosleuth.config import Settings
+    from geosleuth.schemas import LocateError, Prediction
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+
+
+@reports_errors
+def locate(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Image files, folders (every image inside, recursively), or - for stdin."),
+    ],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the Prediction as JSON (JSON Lines for batches).")
+    ] = False,
+    ignore_exif_gps: Annotated[
+        bool, typer.Option("--ignore-exif-gps", help="Do not take the EXIF GPS position as the answer.")
+    ] = False,
+    ocr: Annotated[
+        str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract or none.")
+    ] = None,
+    image_encoder: Annotated[
+        str | None,
+        typer.Option(
+            "--image-encoder", help="Turn on retrieval: 'geoclip', or a CLIP/SigLIP hub id or folder."
+        ),
+    ] = None,
+    index: Annotated[
+        Path | None, typer.Option("--index", help="A neighbour index built with `geosleuth index build`.")
+    ] = None,
+    vlm_url: Annotated[
+        str | None,
+        typer.Option("--vlm-url", help="OpenAI-compatible VLM endpoint, e.g. http://127.0.0.1:8000/v1."),
+    ] = None,
+    vlm_model: Annotated[
+        str | None, typer.Option("--vlm-model", help="Model name on that server (default: its only one).")
+    ] = None,
+    vlm_samples: Annotated[
+        int | None, typer.Option("--vlm-samples", min=1, help="Samples per prompt variant.")
+    ] = None,
+    min_probability: Annotated[
+        float | None, typer.Option("--min-probability", help="Answer only above this probability.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Images processed in parallel.")] = 1,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Show every planner step: inputs, outputs, calls, timings.")
+    ] = False,
+    offline: Annotated[
+        bool | None, typer.Option("--offline/--online", help="Never touch the network (default: settings).")
+    ] = None,
+    config: ConfigOpt = None,
+    cache_dir: CacheOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Locate photos from the evidence inside them.
+
+    \b
+    Examples:
+      geosleuth locate photo.jpg
+      geosleuth locate photos/ --json > answers.jsonl
+      cat photo.heic | geosleuth locate -
+      geosleuth locate sign.png --ignore-exif-gps --ocr rapidocr
+      geosleuth locate street.jpg --vlm-url http://127.0.0.1:8000/v1
+    """
+    setup_logging(verbose, quiet)
+    from rich.console import Console
+
+    from geosleuth.config import load_settings
+
+    settings = load_settings(
+        config,
+        cache_dir=cache_dir,
+        use_exif_gps=False if ignore_exif_gps else None,
+        offline=offline,
+        min_probability=min_probability,
+        ocr={"engine": ocr} if ocr else None,
+        retrieval={"image_encoder": image_encoder, "index_dir": index},
+        vlm={"base_url": vlm_url, "model": vlm_model, "samples": vlm_samples},
+    )
+    batch = check_inputs(inputs, settings)
+    if not batch.entries:
+        raise EmptySourceError(f"no image files found in {', '.join(inputs)}")
+    for bad in batch.rejected:  # at once: before anything heavy is built
+        _error(bad)
+
+    from geosleuth.cli.render import print_prediction
+    from geosleuth.schemas import LocateError
+
+    out = Console(soft_wrap=True, highlight=False)
+    err = Console(stderr=True, highlight=False)
+    many = len(batch.entries) > 1
+    tally = _Tally()
+    for result, checked in _results(batch, settings, workers, err, show_progress=many and not quiet):
+        tally.add(result)
+        if isinstance(result, LocateError):
+            if not checked:  # the ones the checks rejected have had their line
+                _error(result)
+            if json_out and many:
+                print(result.model_dump_json())
+        elif json_out:
+            print(result.model_dump_json(indent=None if many else 2, exclude=None if trace else {"trace"}))
+        else:
+            print_prediction(out, result, trace=trace)
+    if many and not quiet:
+        note = f", {batch.skipped} non-image files skipped" if batch.skipped else ""
+        n = len(batch.entries)
+        err.print(
+            f"[bold]{n} images:[/] {tally.located} located, {n - tally.located - tally.failed} too little "
+            f"evidence, {tally.failed} failed{note}."
+        )
+    raise typer.Exit(tally.exit_code)
+
+
+@dataclass
+class Source:
+    """An input that passed the checks: a path, or stdin's bytes, and the name it is reported by."""
+
+    data: str | bytes
+    name: str | None = None
+
+
+@dataclass
+class Inputs:
+    """Every input in the order given (folders expanded): usable ones, and errors for the others."""
+
+    entries: list[Source | LocateError] = field(default_factory=list)
+    skipped: int = 0  # non-image files inside folders
+
+    @property
+    def usable(self) -> list[Source]:
+        return [e for e in self.entries if isinstance(e, Source)]
+
+    @property
+    def rejected(self) -> list[LocateError]:
+        return [e for e in self.entries if not isinstance(e, Source)]
+
+
+def check_inputs(inputs: list[str], settings: Settings) -> Inputs:
+    """Expand folders and ``-`` (stdin), and check each input as far as its header, without
+    building anything heavy: milliseconds per input."""
+    from geosleuth.tools.image import check_image, find_images
+
+    batch = Inputs()
+    for item in inputs:
+        candidates: list[Source] = []
+        path = Path(item)
+        if item == STDIN:
+            candidates.append(Source(sys.stdin.buffer.read(), STDIN_NAME))
+        elif path.is_dir():
+            files, skipped = find_images(path)
+            batch.skipped += skipped
+            candidates += [Source(str(f)) for f in files]
+            if not files and not os.access(path, os.R_OK | os.X_OK):
+                denied = ImageNotFoundError(item, "permission denied; check the folder's permissions")
+                batch.entries.append(_rejected(denied))
+        else:
+            candidates.append(Source(item))
+        for src in candidates:
+            try:
+                check_image(
+                    src.data,
+                    name=src.name,
+                    max_pixels=settings.max_image_pixels,
+                    max_bytes=settings.max_file_bytes,
+                )
+            except ImageInputError as exc:
+                batch.entries.append(_rejected(exc))
+            else:
+                batch.entries.append(src)
+    return batch
+
+
+def _rejected(exc: ImageInputError) -> LocateError:
+    from geosleuth.schemas import LocateError
+
+    return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
+
+
+def _results(
+    batch: Inputs, settings: Settings, workers: int, err: Console, *, show_progress: bool
+) -> Iterator[tuple[Prediction | LocateError, bool]]:
+    """Each entry's result in input order, and whether it is the checks' (not the pipeline's). The
+    locator is built only when an input can be used."""
+    usable = batch.usable
+    if not usable:
+        for error in batch.rejected:
+            yield error, True
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    locator = _locator(settings, err)
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not show_progress,
+    )
+    with progress:
+        task = progress.add_task("locating", total=len(batch.entries))
+        located = locator.locate_many(
+            [s.data for s in usable],
+            names=[s.name for s in usable],
+            workers=workers,
+            on_done=lambda _: progress.advance(task),
+        )
+        for entry in batch.entries:
+            if isinstance(entry, Source):
+                yield next(located), False
+            else:
+                progress.advance(task)
+                yield entry, True
+
+
+def _locator(settings: Settings, err: Console) -> Locator:
+    """The pipeline, with the gazetteer built (once per cache, with a spinner while it is)."""
+    from geosleuth.agents.pipeline import Locator, build_deps
+
+    locator = Locator(deps=build_deps(settings))
+    gazetteer = locator.deps.gazetteer
+    if not gazetteer.is_built:
+        with err.status(f"Building the offline gazetteer in {gazetteer.cache_dir} (once, about 20 s)..."):
+            gazetteer.ensure_built()
+    return locator
+
+
+def _error(result: LocateError) -> None:
+    hint = "; rerun with -vv and report it" if result.error_type == InternalError.__name__ else ""
+    error_line(f"{result.source}: {result.error}{hint}")
+
+
+@dataclass
+class _Tally:
+    """What the summary line and the exit code need: the worst error decides the code."""
+
+    located: int = 0
+    failed: int = 0
+    exit_code: int = EXIT_OK
+
+    def add(self, result: Prediction | LocateError) -> None:
+        from geosleuth.schemas import LocateError
+
+        if isinstance(result, LocateError):
+            self.failed += 1
+            self.exit_code = max(self.exit_code, exit_code(error_class(result.error_type)))
+        else:
+            self.located += result.status == "located"
