@@ -4,6 +4,7 @@ fake network services, a record of every request and a queue of scripted failure
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, ClassVar, Self
+from urllib.parse import parse_qsl, urlsplit
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +38,35 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug(f"{type(self.server.owner).__name__}: " + format, *args)
 
+    json_ascii: ClassVar[bool] = False  # escape non-ASCII in JSON answers, as some services do
+
     def setup(self) -> None:
         super().setup()
         # Headers and body go out in two writes; without this, Nagle's algorithm holds the body
         # back until the client's delayed ACK (~40 ms), which real servers do not do.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send_payload(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        """Answer ``status`` with ``payload``: a string as an HTML page, anything else as JSON."""
+        if isinstance(payload, str):
+            data, ctype = payload.encode(), "text/html; charset=utf-8"
+        else:
+            data, ctype = json.dumps(payload, ensure_ascii=self.json_ascii).encode(), "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def request_parts(self) -> tuple[str, dict[str, str], str]:
+        """The request's path (no trailing slash), query parameters and body text."""
+        parts = urlsplit(self.path)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        return parts.path.rstrip("/") or "/", params, body
 
 
 class LocalServer:

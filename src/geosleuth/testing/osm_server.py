@@ -22,14 +22,13 @@ keeps the places whose name contains ``q`` (any case). Overpass: ``POST /api/int
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from geosleuth.geo import haversine_km
 from geosleuth.testing.http import QuietHandler, RecordedRequest, ScriptedServer
@@ -265,19 +264,6 @@ def _overpass_error(message: str) -> str:
 
 
 class _Handler(QuietHandler):
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        if isinstance(payload, str):
-            data, ctype = payload.encode(), "text/html; charset=utf-8"
-        else:
-            data, ctype = json.dumps(payload, ensure_ascii=False).encode(), "application/json"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self) -> None:
         self._serve()
 
@@ -286,11 +272,7 @@ class _Handler(QuietHandler):
 
     def _serve(self) -> None:
         owner = self.server.owner
-        parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        path, params, body = self.request_parts()
         if path == "/api/interpreter" and body:
             # Overpass takes a form body (data=...) or the bare query, as overpy sends it.
             params.update(
@@ -304,14 +286,14 @@ class _Handler(QuietHandler):
                 self.close_connection = True
                 return
             extra = {} if failure.retry_after is None else {"Retry-After": f"{failure.retry_after:g}"}
-            self._send(failure.status, _overpass_error(f"scripted failure {failure.status}"), extra)
+            self.send_payload(failure.status, _overpass_error(f"scripted failure {failure.status}"), extra)
             return
         try:
             status, payload = self._route(path, params)
         except Exception as exc:  # a bug in the fake must fail the request, not the thread
             logger.exception("fake OSM server: answering %s failed", path)
             status, payload = 500, _overpass_error(f"the fake server raised {exc!r}")
-        self._send(status, payload)
+        self.send_payload(status, payload)
 
     def _route(self, path: str, params: dict[str, str]) -> tuple[int, Any]:
         owner = self.server.owner

@@ -22,14 +22,13 @@ missing query or an invalid language.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlparse, urlsplit
+from urllib.parse import parse_qsl, urlparse
 
 from geosleuth.testing.http import QuietHandler, RecordedRequest, ScriptedServer
 
@@ -176,18 +175,7 @@ class FakeSearxngServer(ScriptedServer):
 
 
 class _Handler(QuietHandler):
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        if isinstance(payload, str):
-            data, ctype = payload.encode(), "text/html; charset=utf-8"
-        else:
-            data, ctype = json.dumps(payload).encode(), "application/json"  # ASCII, as SearXNG sends
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    json_ascii = True  # ASCII, as SearXNG sends
 
     def do_GET(self) -> None:
         self._serve()
@@ -197,11 +185,7 @@ class _Handler(QuietHandler):
 
     def _serve(self) -> None:
         owner = self.server.owner
-        parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        path, params, body = self.request_parts()
         if body:  # SearXNG reads POST parameters from the form body
             params.update(dict(parse_qsl(body, keep_blank_values=True)))
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -211,29 +195,29 @@ class _Handler(QuietHandler):
             self._fail(failure)
             return
         if path not in ("/", "/search"):
-            self._send(404, "<!doctype html>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n")
+            self.send_payload(404, "<!doctype html>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n")
             return
         try:
             status, payload = owner.search(params)
         except Exception as exc:  # a bug in the fake must fail the request, not the thread
             logger.exception("fake SearXNG server: answering %s failed", path)
             status, payload = 500, f"<p>the fake server raised {exc!r}</p>"
-        self._send(status, payload)
+        self.send_payload(status, payload)
 
     def _fail(self, failure: _Failure) -> None:
         if failure.kind == "drop":
             self.close_connection = True
             return
         if failure.kind == "html":
-            self._send(200, WEB_PAGE)
+            self.send_payload(200, WEB_PAGE)
             return
         extra = {} if failure.retry_after is None else {"Retry-After": f"{failure.retry_after:g}"}
         if failure.status == 403:
-            self._send(403, FORBIDDEN_PAGE, extra)
+            self.send_payload(403, FORBIDDEN_PAGE, extra)
         elif failure.status == 429:  # the limiter's answer (searx/botdetection)
-            self._send(429, "Too Many Requests", extra)
+            self.send_payload(429, "Too Many Requests", extra)
         else:
-            self._send(failure.status, f"<p>scripted failure {failure.status}</p>", extra)
+            self.send_payload(failure.status, f"<p>scripted failure {failure.status}</p>", extra)
 
 
 FakeSearxngServer.handler = _Handler
