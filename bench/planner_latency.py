@@ -132,8 +132,9 @@ def main() -> None:
                 for name, seconds in pred.timings.items():
                     stages[name].append(seconds * 1000)
                 c = calls[p.name]
-                c["VLM requests"].append(len(pred.vlm.calls) if pred.vlm else 0)
+                c["VLM requests"].append(pred.usage.vlm_requests)  # prompt variants + tool choice
                 c["VLM samples"].append(sum(call.n for call in pred.vlm.calls) if pred.vlm else 0)
+                c["tool calls"].append(pred.usage.tool_calls)
                 c["tool calls (HTTP)"].append(len(osm.requests) - before)
                 c["investigate rounds"].append(sum(k.startswith("investigate#") for k in pred.timings))
                 c["planner steps"].append(len(pred.trace))

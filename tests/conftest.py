@@ -109,6 +109,54 @@ def tiny_siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
 
 
+# --- shared fakes for planner and agent-tool tests ---------------------------------------------------
+
+BERLIN = (52.5163, 13.3777)
+KOENIGSTRASSE = (52.5186, 13.4081)  # a point on the street named on the Berlin sign
+
+
+@pytest.fixture(scope="module")
+def fake_vlm():  # type: ignore[no-untyped-def]
+    """A scripted OpenAI-compatible VLM server (reset per test by `vlm_server`)."""
+    from geosleuth.testing.openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(model="tiny-vlm") as srv:
+        yield srv
+
+
+@pytest.fixture
+def fake_osm():  # type: ignore[no-untyped-def]
+    """Nominatim + Overpass with Berlin (two of them) and the street on the Berlin sign."""
+    from geosleuth.testing.osm_server import CannedFeature, CannedPlace, FakeOSMServer
+
+    places = [CannedPlace("Berlin", 52.52, 13.405, "DE"), CannedPlace("Berlin", 44.47, -71.18, "US")]
+    features = [CannedFeature("Königstraße", {"highway": "residential"}, *KOENIGSTRASSE)]
+    with FakeOSMServer(places=places, features=features) as srv:
+        yield srv
+
+
+def online_tools(osm, tmp_path: Path, **tools) -> dict:  # type: ignore[no-untyped-def]
+    """Settings overrides that point the network tools at a fake OSM server, without waits."""
+    return {
+        "offline": False,
+        "cache_dir": str(tmp_path / "cache"),
+        "tools": {
+            "nominatim_url": osm.nominatim_url,
+            "overpass_url": osm.overpass_url,
+            "min_interval_s": 0.0,
+            "timeout_s": 2.0,
+            "retries": 0,
+            **tools,
+        },
+    }
+
+
+def make_locator(settings, gazetteer, **overrides):  # type: ignore[no-untyped-def]
+    from geosleuth.agents.pipeline import Locator, build_deps
+
+    return Locator(deps=build_deps(settings.with_overrides(**overrides), gazetteer=gazetteer))
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (for "connection refused")."""
     with socket.socket() as s:

@@ -64,6 +64,27 @@ def sign(
     return img
 
 
+def small_sign_photo(
+    lines: list[str], *, width: int = 4800, height: int = 3200, scale: float = 0.3, seed: int = 0
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A large textured "photo" with a sign so small that OCR at the default size (longest side
+    2000 px) reads nothing, while a full-resolution crop of it is legible. Returns the photo and
+    the sign's box (left, top, right, bottom). Made at test time: too big to commit."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", (width, height), (110, 120, 100))
+    draw = ImageDraw.Draw(img)
+    for _ in range(3000):
+        x, y = rng.randrange(width), rng.randrange(height)
+        c = rng.randrange(60, 180)
+        draw.rectangle((x, y, x + rng.randrange(5, 60), y + rng.randrange(5, 60)), fill=(c, c + 5, c - 10))
+    img = img.filter(ImageFilter.GaussianBlur(2))
+    plate = sign(lines, seed=seed + 1)
+    plate = plate.resize((round(plate.width * scale), round(plate.height * scale)), Image.Resampling.LANCZOS)
+    left, top = round(width * 0.62), round(height * 0.62)
+    img.paste(plate, (left, top))
+    return img, (left, top, left + plate.width, top + plate.height)
+
+
 def rational(x: float, den: int = 10000) -> tuple[int, int]:
     return (round(x * den), den)
 

@@ -248,8 +248,12 @@ class VerifierSettings(_Section):
 
 
 class BudgetSettings(_Section):
-    max_vlm_calls: int = Field(default=40, ge=0, description="VLM requests (prompt variants) per image.")
-    max_tool_calls: int = Field(default=20, ge=0, description="Network tool calls per image.")
+    max_vlm_calls: int = Field(
+        default=40, ge=0, description="VLM requests per image (prompt variants, and the tool choice)."
+    )
+    max_tool_calls: int = Field(
+        default=20, ge=0, description="Agent-tool calls per image (network requests, zoom OCR)."
+    )
     max_seconds: float = Field(default=300.0, gt=0, description="Wall time per image; then the best so far.")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 SHOW_MISSING = 5  # missing files named in a MissingImagesError message
 
@@ -160,7 +160,8 @@ class ToolUnavailableError(GeoSleuthError, ConnectionError):
         self.reason = reason
         self.status = status
         self.attempts = attempts
-        super().__init__(f"{service} ({url}) is unavailable: {reason}")
+        where = f" ({url})" if url else ""
+        super().__init__(f"{service}{where} is unavailable: {reason}")
 
     def __reduce__(self) -> tuple[Any, ...]:  # survive pickling between processes
         return (type(self), (self.service, self.url, self.reason, self.status, self.attempts))
@@ -173,6 +174,43 @@ class ToolMisconfiguredError(ToolUnavailableError):
 
 class ToolQueryError(GeoSleuthError, ValueError):
     """A tool was called with an argument it cannot use (empty name, radius out of range, ...)."""
+
+
+class UnknownToolError(GeoSleuthError, KeyError):
+    """No agent tool has that name (the message lists the known ones)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BudgetExceededError(GeoSleuthError, RuntimeError):
+    """A run would go over one of its budgets (``budgets.max_vlm_calls``, ``max_tool_calls``,
+    ``max_seconds``). The planner then ends with the best answer so far and says which budget."""
+
+    _WHAT: ClassVar[dict[str, str]] = {
+        "max_vlm_calls": "the VLM-request budget ({limit:.0f})",
+        "max_tool_calls": "the tool-call budget ({limit:.0f})",
+        "max_seconds": "the time budget ({limit:.0f} s)",
+    }
+
+    def __init__(
+        self, budget: str, limit: float, used: float, unit: str = "", *, what: str | None = None
+    ) -> None:
+        self.budget = budget
+        self.limit = limit
+        self.used = used
+        self.what = what
+        super().__init__(self.message(budget, limit, used))
+
+    @classmethod
+    def message(cls, budget: str, limit: float, used: float) -> str:
+        text = cls._WHAT.get(budget, budget + " ({limit})").format(limit=limit) + " is spent"
+        if budget == "max_seconds":
+            return text + f" after {used:.1f} s: the answer is the best so far"
+        return text + f" (budgets.{budget})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.budget, self.limit, self.used))
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -280,6 +318,9 @@ STATUS: Mapping[type[BaseException], ErrorStatus] = {
     VLMUnusableOutputError: ErrorStatus(EXIT_INPUT, 502),
     ToolUnavailableError: ErrorStatus(EXIT_INPUT, 503),
     ToolMisconfiguredError: ErrorStatus(EXIT_USAGE, 502),
+    # agent tools: an unknown name is the caller's mistake; a spent budget is a limit reached
+    UnknownToolError: ErrorStatus(EXIT_USAGE, 404),
+    BudgetExceededError: ErrorStatus(EXIT_INPUT, 429),
     # bugs
     InternalError: INTERNAL,
     # Not ours: a file that could not be read or written (permissions, a full disk) is the

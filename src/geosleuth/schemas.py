@@ -139,6 +139,7 @@ class EvidenceKind(StrEnum):
     NEIGHBOURS = "neighbours"
     VLM = "vlm"
     TOOL = "tool"
+    HYPOTHESIS = "hypothesis"  # a place someone asked about (check_place), not evidence
 
 
 class Evidence(BaseModel):
@@ -202,6 +203,7 @@ class CandidateSource(StrEnum):
     NEIGHBOUR = "neighbour"
     VLM = "vlm"
     TOOL = "tool"
+    HYPOTHESIS = "hypothesis"  # a place someone asked about (check_place), not evidence
 
 
 class Granularity(StrEnum):
@@ -246,6 +248,28 @@ class ConfidenceRegion(BaseModel):
     area_km2: float = Field(ge=0.0, description="Area of the union of the circles (overlaps counted once).")
 
 
+class ToolCall(BaseModel):
+    """One agent-tool call: its arguments, what it returned (in short), and what it cost."""
+
+    model_config = _STRICT
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: str = Field(default="", description="A short account of the result.")
+    error: str | None = Field(default=None, description="Why the call failed, if it did.")
+    seconds: float = Field(default=0.0, ge=0.0)
+    cost: dict[str, int] = Field(default_factory=dict, description="Budget units used, e.g. tool_calls: 1.")
+
+
+class UsageReport(BaseModel):
+    """What one image used, against the budgets."""
+
+    model_config = _STRICT
+    vlm_requests: int = Field(default=0, ge=0, description="VLM requests (prompt variants, tool choice).")
+    tool_calls: int = Field(default=0, ge=0, description="Budgeted agent-tool calls (network, OCR zoom).")
+    seconds: float = Field(default=0.0, ge=0.0)
+    exceeded: str | None = Field(default=None, description="The budget that stopped the run, if any.")
+
+
 class TraceStep(BaseModel):
     """One step of the planner, for `--trace`: what went in, what came out, what it called."""
 
@@ -256,6 +280,7 @@ class TraceStep(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     calls: list[str] = Field(default_factory=list, description="External calls made (tools, VLM requests).")
+    tool_calls: list[ToolCall] = Field(default_factory=list, description="Agent-tool calls, in order.")
 
 
 class StageStatus(StrEnum):
@@ -321,6 +346,7 @@ class Prediction(BaseModel):
         default_factory=list, description="Nested confidence regions (e.g. 50/80/95%), ranked circles."
     )
     trace: list[TraceStep] = Field(default_factory=list, description="The planner's steps (with --trace).")
+    usage: UsageReport = Field(default_factory=UsageReport, description="VLM requests, tool calls, seconds.")
     provenance: Provenance
 
     def stage(self, name: str) -> StageReport | None:

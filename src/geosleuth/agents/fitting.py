@@ -80,7 +80,7 @@ def fit_verifier(
             examples.append((state.inputs, LatLon(lat=float(lat), lon=float(lon))))
     if not examples:
         raise EmptySourceError(f"no photo of {table} gave candidates to fit on ({len(skipped)} failed)")
-    verifier = locator.planner.verifier
+    verifier = locator.deps.verifier
     weights = verifier.fit(examples, hit_km=hit_km, l2=l2)
     written = verifier.save_weights(out) if out is not None else None
     return FitResult(

@@ -1,10 +1,11 @@
-"""The locate pipeline: load -> EXIF -> OCR -> language/script -> text clues -> fusion.
+"""The locate API: a photo in, a :class:`~geosleuth.schemas.Prediction` out.
 
-Every stage reports whether it ran, was skipped, was unavailable or failed, and why, so a reader of a
-:class:`~geosleuth.schemas.Prediction` knows exactly which parts produced the answer.
+:class:`Locator` opens the photo, runs the planner (:mod:`geosleuth.agents.planner`) and turns its
+state into the answer. Every stage reports whether it ran, was skipped, was unavailable or failed,
+and why, so a reader of a Prediction knows exactly which parts produced the answer.
 
-Dependencies (gazetteer, OCR engine, language identifier) are passed in through :class:`Deps`;
-:func:`build_deps` makes them from settings. Nothing here touches the network.
+Dependencies are made once by :func:`~geosleuth.agents.deps.build_deps` and passed in as
+:class:`~geosleuth.agents.deps.Deps`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,25 +16,19 @@ import platform
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from PIL import Image
 
+from geosleuth.agents.deps import Deps, build_deps, make_vlm
 from geosleuth.agents.fusion import confidence_level
-from geosleuth.agents.planner import Planner, RunState
+from geosleuth.agents.planner import Planner
+from geosleuth.agents.state import Action, RunState
 from geosleuth.config import Settings, load_settings
-from geosleuth.errors import (
-    EngineUnavailableError,
-    GeoSleuthError,
-    ImageInputError,
-    InternalError,
-    MissingDependencyError,
-)
-from geosleuth.gazetteer import Gazetteer
+from geosleuth.errors import EngineUnavailableError, ImageInputError, InternalError
 from geosleuth.schemas import (
     Candidate,
     CandidateSource,
@@ -45,13 +40,10 @@ from geosleuth.schemas import (
     StageStatus,
 )
 from geosleuth.tools.image import LoadedImage, open_image
-from geosleuth.tools.langid import LanguageIdentifier, make_language_identifier
-from geosleuth.tools.ocr import OCREngine, make_ocr_engine
 
 log = logging.getLogger(__name__)
 
 ImageSource = str | Path | bytes | Image.Image
-T = TypeVar("T")
 
 _PROVENANCE_PACKAGES = (
     "pillow",
@@ -67,95 +59,6 @@ _PROVENANCE_PACKAGES = (
     "langgraph",
     "overpy",
 )
-
-
-@dataclass
-class Deps:
-    """What a run needs, made once and shared by many images."""
-
-    settings: Settings
-    gazetteer: Gazetteer
-    ocr: OCREngine | None = None
-    ocr_unavailable: str | None = None
-    langid: LanguageIdentifier | None = None
-    langid_unavailable: str | None = None
-    retriever: Any = None
-    retriever_unavailable: str | None = None
-    vlm: Any = None
-    vlm_unavailable: str | None = None
-    versions: dict[str, str] = field(default_factory=dict)
-
-
-def build_deps(settings: Settings | None = None, *, gazetteer: Gazetteer | None = None) -> Deps:
-    """Make the engines the settings ask for. Engines that cannot run are recorded, not raised:
-    the pipeline then reports their stage as unavailable with the fix."""
-    settings = settings or load_settings()
-    deps = Deps(settings=settings, gazetteer=gazetteer or Gazetteer(settings.cache_dir))
-    deps.ocr, deps.ocr_unavailable = _make_or_explain(
-        lambda: make_ocr_engine(settings.ocr), "OCR is turned off (ocr.engine = 'none')"
-    )
-    deps.retriever, deps.retriever_unavailable = _make_retriever(settings, deps.gazetteer)
-    deps.langid, deps.langid_unavailable = _make_or_explain(
-        lambda: make_language_identifier(settings.langid),
-        "language identification is turned off (langid.engine = 'none')",
-    )
-    deps.vlm, deps.vlm_unavailable = make_vlm(settings)
-    return deps
-
-
-def make_vlm(settings: Settings) -> tuple[Any, str | None]:
-    """The configured VLM backend, or None and why. Nothing is sent to a server here; the
-    transformers backend finds its weights on disk (failing in milliseconds when they are not
-    there, with the download command) and loads them."""
-    v = settings.vlm
-    try:
-        if v.backend == "transformers":
-            if not v.model:
-                return None, "vlm.backend is transformers but no vlm.model (a folder or hub id) is set"
-            from geosleuth.agents.vlm.transformers_backend import TransformersVLM
-
-            return TransformersVLM(v.model, device=v.device, max_image_side=v.image_max_side), None
-        if not v.base_url:
-            return None, "no VLM endpoint configured (vlm.base_url / --vlm-url)"
-        from geosleuth.agents.vlm.openai_backend import OpenAICompatibleVLM, ReplicatedVLM, split_urls
-
-        urls = split_urls(v.base_url)
-        options: dict[str, Any] = {
-            "api_key": v.api_key.get_secret_value() if v.api_key else None,
-            "server": v.server,
-            "timeout_s": v.timeout_s,
-            "max_retries": v.max_retries,
-            "max_concurrency": v.max_concurrency,
-            "image_max_side": v.image_max_side,
-        }
-        if len(urls) > 1:
-            return ReplicatedVLM(urls, v.model, **options), None
-        return OpenAICompatibleVLM(urls[0], v.model, **options), None
-    except (GeoSleuthError, ImportError, OSError) as exc:
-        return None, str(exc)
-
-
-def _make_retriever(settings: Settings, gazetteer: Gazetteer) -> tuple[Any, str | None]:
-    """The retrieval stage, or why there is none: not configured, not installed, or weights missing
-    (with the command that fetches them)."""
-    r = settings.retrieval
-    if not (r.image_encoder or r.geoclip):
-        return None, "no image encoder configured (retrieval.image_encoder, or --image-encoder geoclip)"
-    try:
-        from geosleuth.retrieval.service import Retriever
-
-        return Retriever(r, cache_dir=settings.cache_dir, gazetteer=gazetteer), None
-    except (GeoSleuthError, ValueError, OSError) as exc:
-        return None, str(exc)
-
-
-def _make_or_explain(factory: Callable[[], T | None], off: str) -> tuple[T | None, str | None]:
-    """The engine, or None and why: turned off, or not installed (with the fix)."""
-    try:
-        engine = factory()
-    except (EngineUnavailableError, MissingDependencyError) as exc:
-        return None, str(exc)
-    return engine, (off if engine is None else None)
 
 
 class Locator:
@@ -175,7 +78,8 @@ class Locator:
         return self.run(source, name=name)[0]
 
     def run(self, source: ImageSource, *, name: str | None = None) -> tuple[Prediction, RunState]:
-        """:meth:`locate`, and the planner's whole state (for fitting the verifier, debugging)."""
+        """:meth:`locate`, and the planner's whole state (for fitting the verifier, debugging, or
+        calling agent tools about the photo afterwards: :meth:`Planner.context`)."""
         t_start = time.perf_counter()
         s = self.settings
         t0 = time.perf_counter()
@@ -186,7 +90,7 @@ class Locator:
             detail=f"{image.format} {image.width}x{image.height} {image.mode}",
             seconds=round(time.perf_counter() - t0, 4),
         )
-        state = self.planner.run(image, t_start)
+        state, usage = self.planner.run(image, t_start)
         fused = state.fusion
         assert fused is not None
         stages = state.stages
@@ -219,6 +123,7 @@ class Locator:
             vlm=state.vlm,
             regions=state.regions if located else [],
             trace=state.trace,
+            usage=usage.report(),
             provenance=self._provenance(image),
         )
         return prediction, state
@@ -361,11 +266,12 @@ def _explanation(planner: Planner, state: RunState, best: Candidate | None) -> s
     assert fused is not None
     # fusion ran on the hard evidence only: its country posterior is the one to explain with
     country_p = fused.country_probabilities
-    parts = [planner.fusion.explain(best, state.ranked, state.evidence, country_p, fused.warnings)]
+    parts = [planner.deps.fusion.explain(best, state.ranked, state.evidence, country_p, fused.warnings)]
     if state.verdict and (best is None or best.source != CandidateSource.EXIF):
         parts.append(state.verdict)
-    if state.decision.startswith("done ("):
-        parts.append(f"No further checks: {state.decision[6:-1]}.")
+    decision = state.decision
+    if decision is not None and decision.action == Action.DONE and decision.reason:
+        parts.append(f"No further checks: {decision.reason}, but {decision.blocker}.")
     return " ".join(parts)
 
 
@@ -409,3 +315,6 @@ def locate(
             settings = settings.with_overrides(**overrides)
         deps = build_deps(settings)
     return Locator(deps=deps).locate(source, name=name)
+
+
+__all__ = ["Deps", "ImageSource", "Locator", "alocate", "build_deps", "locate", "make_vlm"]

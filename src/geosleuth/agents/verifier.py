@@ -153,6 +153,8 @@ DEFAULT_PRIORS: dict[str, float] = {
     CandidateSource.NEIGHBOUR.value: 0.0,
     CandidateSource.VLM.value: 0.0,
     CandidateSource.GAZETTEER.value: -1.0,
+    # A hypothesis someone asks about (check_place) is no evidence: only its signals speak.
+    CandidateSource.HYPOTHESIS.value: 0.0,
 }
 
 GEOCLIP_LOGIT_SCALE = 39.69  # exp(3.681), GeoCLIP's trained logit_scale (geoclip 1.3.0 weights)
@@ -205,6 +207,7 @@ _SOURCE_RANK = {
             CandidateSource.NEIGHBOUR,
             CandidateSource.VLM,
             CandidateSource.GAZETTEER,
+            CandidateSource.HYPOTHESIS,
         ]
     )
 }

@@ -116,4 +116,12 @@ def _trace_lines(p: Prediction) -> list[str]:
                 lines.append(f"      {label}: {escape(json.dumps(data, ensure_ascii=False, default=str))}")
         for call in step.calls:
             lines.append(f"      call: {escape(call)}")
+        for tool in step.tool_calls:
+            args = json.dumps(tool.arguments, ensure_ascii=False, default=str)
+            cost = ", ".join(f"{k}={v}" for k, v in tool.cost.items() if v) or "free"
+            outcome = f"[red]error: {escape(tool.error)}[/]" if tool.error else escape(tool.result)
+            lines.append(
+                f"      tool: {escape(tool.name)}({escape(args)}) -> {outcome} "
+                f"[dim]({cost}, {tool.seconds * 1000:.0f} ms)[/]"
+            )
     return lines

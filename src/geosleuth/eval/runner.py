@@ -29,8 +29,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from geosleuth.agents.pipeline import Locator
 from geosleuth.errors import GeoSleuthError, ImageInputError
+from geosleuth.eval.datasets import Dataset
 from geosleuth.eval.records import EvalRecord, Sample
+from geosleuth.gazetteer import Gazetteer
 from geosleuth.geo import geodesic_km
 from geosleuth.schemas import Prediction
 
@@ -97,7 +100,7 @@ class RecordStore:
             self._fh.close()
 
 
-def fingerprint(locator: Any) -> str:
+def fingerprint(locator: Locator) -> str:
     """What makes answers differ: settings (without endpoints, paths, secrets and throughput
     knobs), model ids and weight checksums, prompt template hashes, the index's manifest."""
     s = locator.settings
@@ -124,7 +127,7 @@ def record_key(dataset: str, sample_id: str, pipeline: str) -> str:
 
 
 def to_record(
-    key: str, dataset: str, sample: Sample, pred: Prediction, seconds: float, gazetteer: Any
+    key: str, dataset: str, sample: Sample, pred: Prediction, seconds: float, gazetteer: Gazetteer | None
 ) -> EvalRecord:
     place = gazetteer.reverse_one(sample.truth) if gazetteer is not None else None
     vlm = pred.vlm
@@ -155,7 +158,7 @@ def to_record(
         vlm_samples=vlm.total_samples if vlm else 0,
         vlm_usable=vlm.usable_samples if vlm else 0,
         tokens=vlm.usage.total if vlm else 0,
-        tool_calls=sum(1 for st in pred.stages if st.name.startswith("investigate")),
+        tool_calls=pred.usage.tool_calls,
         seconds=round(seconds, 4),
         truth_country=place.country_code if place else None,
         truth_continent=place.continent_code if place else None,
@@ -187,7 +190,7 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
 
 
-def provenance(locator: Any, dataset: Any, pipeline: str) -> dict[str, Any]:
+def provenance(locator: Locator, dataset: Dataset, pipeline: str) -> dict[str, Any]:
     versions = {}
     for pkg in _PACKAGES:
         try:
@@ -225,8 +228,8 @@ def provenance(locator: Any, dataset: Any, pipeline: str) -> dict[str, Any]:
 
 
 def run(
-    dataset: Any,
-    locator: Any,
+    dataset: Dataset,
+    locator: Locator,
     folder: str | Path,
     *,
     concurrency: int = 4,

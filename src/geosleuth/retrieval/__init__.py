@@ -22,8 +22,8 @@ def make_image_encoder(spec: str, *, device: str = "cpu", cache_dir: Path | None
 
     * ``geoclip``: GeoCLIP (CLIP ViT-L/14 from the HF cache + the wheel's head);
     * ``geoclip:/path/to/clip-vit-large-patch14``: GeoCLIP with the CLIP backbone from a folder;
-    * ``pixel`` or ``pixel:DIM:SEED``: the weight-free :class:`geosleuth.testing.PixelEncoder`
-      (demos and tests);
+    * ``pixel`` or ``pixel:DIM:SEED``: the weight-free :class:`~geosleuth.retrieval.pixel.PixelEncoder`
+      (demos and tests; not a geolocation model);
     * anything else: a CLIP or SigLIP hub id or local folder.
     """
     if spec == "geoclip" or spec.startswith("geoclip:"):
@@ -32,7 +32,7 @@ def make_image_encoder(spec: str, *, device: str = "cpu", cache_dir: Path | None
         backbone = spec.split(":", 1)[1] if ":" in spec else DEFAULT_CLIP
         return GeoCLIPImageEncoder(backbone, device=device, cache_dir=cache_dir)
     if spec == "pixel" or spec.startswith("pixel:"):
-        from geosleuth.testing import PixelEncoder
+        from geosleuth.retrieval.pixel import PixelEncoder
 
         parts = spec.split(":")
         return PixelEncoder(*(int(p) for p in parts[1:3])) if len(parts) > 1 else PixelEncoder()

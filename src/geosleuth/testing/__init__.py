@@ -18,14 +18,9 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-from numpy.typing import NDArray
-from PIL import Image
-
+from geosleuth.retrieval.pixel import PixelEncoder as PixelEncoder
 from geosleuth.testing.tiny_vlm import build_tiny_vlm as build_tiny_vlm
 
 
@@ -101,32 +96,3 @@ def build_tiny_siglip(folder: str | Path, *, image_size: int = 64, seed: int = 0
         SiglipModel(config).eval().save_pretrained(folder)
     SiglipImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder
-
-
-class PixelEncoder:
-    """Deterministic embeddings from the pixels: a 16x16 colour thumbnail through a fixed random
-    projection, L2-normalised. Similar pictures get similar vectors; no weights are involved."""
-
-    def __init__(self, dim: int = 64, seed: int = 0) -> None:
-        self.dim = dim
-        # The name is a spec `make_image_encoder` understands, so an index built with it can be reopened.
-        self.name = "pixel" if (dim, seed) == (64, 0) else f"pixel:{dim}:{seed}"
-        rng = np.random.default_rng(seed)
-        self._proj = rng.standard_normal((16 * 16 * 3, dim)).astype(np.float32)
-
-    @property
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.name.encode()).hexdigest()
-
-    def encode(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
-        from geosleuth.retrieval.base import as_rgb, l2_normalise
-
-        if not images:
-            return np.empty((0, self.dim), dtype=np.float32)
-        thumbs = np.stack(
-            [
-                np.asarray(im.resize((16, 16), Image.Resampling.BILINEAR), dtype=np.float32).ravel() / 255.0
-                for im in as_rgb(images)
-            ]
-        )
-        return l2_normalise((thumbs - thumbs.mean(axis=1, keepdims=True)) @ self._proj)

@@ -139,8 +139,11 @@ def guess_fields() -> str:
 
 @runtime_checkable
 class VLMBackend(Protocol):
-    name: str
-    model: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
 
     async def agenerate(self, requests: Sequence[VLMRequest]) -> list[VLMCall]: ...
 
@@ -149,9 +152,25 @@ class VLMBackend(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ToolChoosingVLM(Protocol):
+    """A backend that can offer tools (OpenAI function specs) and return the calls the model makes."""
+
+    def choose_tools(
+        self,
+        system: str,
+        text: str,
+        tools: list[dict[str, Any]],
+        *,
+        image: Image.Image | None = None,
+        max_tokens: int = 512,
+    ) -> list[tuple[str, dict[str, Any]]]: ...
+
+
 __all__ = [
     "ParseMethod",
     "TokenUsage",
+    "ToolChoosingVLM",
     "VLMBackend",
     "VLMCall",
     "VLMGuess",

@@ -194,22 +194,38 @@ class OpenAICompatibleVLM:
         return await self._loop().run_async(self._generate(list(requests)))
 
     def choose_tools(
-        self, system: str, text: str, tools: list[dict[str, Any]], *, max_tokens: int = 512
+        self,
+        system: str,
+        text: str,
+        tools: list[dict[str, Any]],
+        *,
+        image: Image.Image | None = None,
+        max_tokens: int = 512,
     ) -> list[tuple[str, dict[str, Any]]]:
         """Offer ``tools`` (OpenAI function specs) and return the calls the model makes, as (name,
-        arguments). Raises :class:`VLMError` subclasses when the server cannot (vLLM needs
+        arguments); ``image``, when given, goes before the text (so the model can choose a region
+        to zoom into). Raises :class:`VLMError` subclasses when the server cannot (vLLM needs
         ``--enable-auto-tool-choice --tool-call-parser ...``); the caller then picks by rule."""
-        return self._loop().run(self._choose_tools(system, text, tools, max_tokens))
+        return self._loop().run(self._choose_tools(system, text, tools, image, max_tokens))
 
     async def _choose_tools(
-        self, system: str, text: str, tools: list[dict[str, Any]], max_tokens: int
+        self,
+        system: str,
+        text: str,
+        tools: list[dict[str, Any]],
+        image: Image.Image | None,
+        max_tokens: int,
     ) -> list[tuple[str, dict[str, Any]]]:
         await self._setup()
         client = self._ensure_client()
         assert self._profile is not None
+        content: str | list[dict[str, Any]] = text
+        if image is not None:
+            url = await asyncio.to_thread(self._encode, image)
+            content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}]
         body = {
             "model": self._model,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": content}],
             "tools": tools,
             "tool_choice": "auto",
             "temperature": 0.0,
@@ -543,9 +559,15 @@ class ReplicatedVLM:
                 self._in_flight[i] -= 1
 
     def choose_tools(
-        self, system: str, text: str, tools: list[dict[str, Any]], **kw: Any
+        self,
+        system: str,
+        text: str,
+        tools: list[dict[str, Any]],
+        *,
+        image: Image.Image | None = None,
+        max_tokens: int = 512,
     ) -> list[tuple[str, dict[str, Any]]]:
-        return self.replicas[0].choose_tools(system, text, tools, **kw)
+        return self.replicas[0].choose_tools(system, text, tools, image=image, max_tokens=max_tokens)
 
     def close(self) -> None:
         for replica in self.replicas:

@@ -89,11 +89,12 @@ class VLMReasoner:
         *,
         key: str,
         taint: Taint | None = None,
+        max_requests: int | None = None,
     ) -> VLMReport:
+        """Ask every prompt variant (at most ``max_requests``, default ``budgets.max_vlm_calls``)."""
         t0 = time.perf_counter()
-        requests = self.builder.requests(
-            image, context, key, max_requests=self.settings.budgets.max_vlm_calls
-        )
+        limit = self.settings.budgets.max_vlm_calls if max_requests is None else max_requests
+        requests = self.builder.requests(image, context, key, max_requests=limit)
         calls = self.backend.generate(requests)
         usage = TokenUsage()
         for call in calls:
