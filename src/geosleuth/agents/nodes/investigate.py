@@ -45,6 +45,7 @@ MAX_NAMES = 3  # checks per round
 MAX_ZOOMS = 5  # per photo (GeoVista allows 5 crops)
 NEAR_CANDIDATE_KM = 50.0
 OSM_TOOLS = ("geocode", "find_osm_feature")
+TOOL_CHOICE = "vlm tool choice"
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,16 @@ def run(ctx: RunContext, step: TraceStep) -> None:
             _run_check(ctx, step, check, chooser)
     except ToolUnavailableError as exc:
         state.warnings.append(f"OpenStreetMap tools failed: {exc}")
-        state.stages.add(name, StageStatus.FAILED, "; ".join([*step.calls, str(exc)]), engine="osm", t0=t0)
+        state.stages.add(name, StageStatus.FAILED, "; ".join([*_made(step), str(exc)]), engine="osm", t0=t0)
         return
     state.stages.add(
-        name, StageStatus.RAN, "; ".join(step.calls) or "nothing left to check", engine="osm", t0=t0
+        name, StageStatus.RAN, "; ".join(_made(step)) or "nothing left to check", engine="osm", t0=t0
     )
+
+
+def _made(step: TraceStep) -> list[str]:
+    """The checks this round made (the trace also lists the VLM's tool-choice request)."""
+    return [c for c in step.calls if not c.startswith(TOOL_CHOICE)]
 
 
 def stage_name(state: RunState) -> str:
@@ -209,10 +215,19 @@ def _vlm_choices(ctx: RunContext) -> tuple[list[Check], str]:
     except VLMError as exc:
         ctx.deps.health.tool_calling_down = str(exc)
         log.info("the VLM cannot choose tools (%s); a rule chooses", exc)
+        _note(ctx, f"{TOOL_CHOICE} ({', '.join(offered)} offered): error {type(exc).__name__}")
         return [], "rule"
+    _note(
+        ctx, f"{TOOL_CHOICE} ({', '.join(offered)} offered): {', '.join(n for n, _ in calls) or 'no calls'}"
+    )
     if zooming and not any(n == "zoom" for n, _ in calls):
         state.zoom_declined = True
     return _validate(ctx, calls, cands, offered), "chosen by the VLM"
+
+
+def _note(ctx: RunContext, line: str) -> None:
+    if ctx.step is not None:
+        ctx.step.calls.append(line)
 
 
 def _validate(
