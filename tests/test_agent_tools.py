@@ -144,9 +144,10 @@ def test_check_place_weighs_a_hypothesis_with_the_verifiers_signals(settings, ga
     paris = TOOLS.call(ctx, "check_place", {"place": "Paris", "country_code": "FR"})
     assert isinstance(paris, PlaceCheck)
     assert paris.rank == 1 and paris.same_as is not None and paris.probability > 0.5
+    assert paris.proposed_by == ["text-clue"]
     assert paris.country_probability is not None and paris.country_probability > 0.5
     tokyo = TOOLS.call(ctx, "check_place", {"place": "Tokyo"})
-    assert tokyo.rank > 1 and tokyo.probability < 0.05 and tokyo.best == paris.best
+    assert tokyo.rank > 1 and tokyo.probability < 0.05 and tokyo.best == paris.best and not tokyo.proposed_by
     assert any(s.name == "evidence" for s in tokyo.opposing)
     assert contribution(tokyo, "evidence") < contribution(paris, "evidence") - 3
     at_sea = TOOLS.call(ctx, "check_place", {"point": {"lat": 45.0, "lon": -30.0}})

@@ -293,6 +293,10 @@ class PlaceCheck(ToolResult):
     rank: int = Field(description="1 = it would be the best answer.")
     candidates: int
     same_as: str | None = Field(default=None, description="The candidate it merged with, if already one.")
+    proposed_by: list[str] = Field(
+        default_factory=list,
+        description="Sources that already proposed this place (empty: only the question).",
+    )
     best: str | None = Field(default=None, description="The best answer with it among the candidates.")
     best_probability: float = 0.0
     country_probability: float | None = Field(
@@ -389,6 +393,7 @@ def check_place(
         rank=rank,
         candidates=len(ranked),
         same_as=mine.label if mine.label != label else None,
+        proposed_by=sorted(set(mine.sources or [mine.source.value]) - {CandidateSource.HYPOTHESIS.value}),
         best=best.label,
         best_probability=round(best.probability, 6),
         country_probability=round(country_p, 6) if country_p is not None else None,
