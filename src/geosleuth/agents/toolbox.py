@@ -16,13 +16,16 @@ from __future__ import annotations
 import base64
 import io
 import math
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from geosleuth.agents.context import RunContext
+from geosleuth.agents.nodes.evidence import add_text_lines
 from geosleuth.agents.registry import ToolResult, Toolset
+from geosleuth.agents.verifier import SIGNAL_TEXT
 from geosleuth.errors import ToolQueryError, ToolUnavailableError
 from geosleuth.gazetteer import city_radius_km
 from geosleuth.schemas import Candidate, CandidateSource, Granularity, LatLon, Place
@@ -231,8 +234,6 @@ def zoom(
     shows too small to read. Returns the text found and the crop.
 
     Budgeted: one tool call."""
-    from geosleuth.agents.nodes.evidence import add_text_lines
-
     rgb, ocr = ctx.image.rgb, ctx.deps.ocr
     assert rgb is not None and ocr is not None
     x0, y0, x1, y1 = box.pixels(rgb.width, rgb.height)
@@ -328,10 +329,6 @@ def check_place(
     """What the evidence says for and against one hypothesis ("could it be Porto?"): the verifier's
     signals for that place, its probability and rank among the candidates, and what argues
     against it. Offline and free."""
-    from dataclasses import replace
-
-    from geosleuth.agents.verifier import SIGNAL_TEXT
-
     state, gaz = ctx.state, ctx.deps.gazetteer
     assert state.inputs is not None
     if (place is None) == (point is None):
