@@ -139,7 +139,6 @@ class EvidenceKind(StrEnum):
     NEIGHBOURS = "neighbours"
     VLM = "vlm"
     TOOL = "tool"
-    HYPOTHESIS = "hypothesis"  # a place someone asked about (check_place), not evidence
 
 
 class Evidence(BaseModel):
@@ -248,6 +247,20 @@ class ConfidenceRegion(BaseModel):
     area_km2: float = Field(ge=0.0, description="Area of the union of the circles (overlaps counted once).")
 
 
+class TextLine(BaseModel):
+    """One line (or word group) of recognised text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    text: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    box: tuple[float, float, float, float] = Field(
+        description="x0, y0, x1, y1 in pixels of the upright image that was read."
+    )
+    alternatives: tuple[str, ...] = Field(
+        default=(), description="Other readings of the same line (another engine, or the line read whole)."
+    )
+
+
 class ToolCall(BaseModel):
     """One agent-tool call: its arguments, what it returned (in short), and what it cost."""
 
@@ -316,6 +329,9 @@ class Provenance(BaseModel):
     packages: dict[str, str] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict)
     config_hash: str
+    prompt_hash: str | None = Field(default=None, description="sha256 of the VLM prompt templates, if a VLM ran.")
+    image_sha256: str | None = Field(default=None, description="sha256 of the photo's bytes.")
+    image_size: tuple[int, int] | None = Field(default=None, description="Width, height of the upright photo.")
 
 
 class Prediction(BaseModel):
@@ -347,6 +363,9 @@ class Prediction(BaseModel):
     )
     trace: list[TraceStep] = Field(default_factory=list, description="The planner's steps (with --trace).")
     usage: UsageReport = Field(default_factory=UsageReport, description="VLM requests, tool calls, seconds.")
+    text_lines: list[TextLine] = Field(
+        default_factory=list, description="The text read in the photo, with boxes in its pixels (OCR, zoom)."
+    )
     provenance: Provenance
 
     def stage(self, name: str) -> StageReport | None:

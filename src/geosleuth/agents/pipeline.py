@@ -124,7 +124,8 @@ class Locator:
             regions=state.regions if located else [],
             trace=state.trace,
             usage=usage.report(),
-            provenance=self._provenance(image),
+            text_lines=state.lines,
+            provenance=self._provenance(image, state),
         )
         return prediction, state
 
@@ -247,8 +248,9 @@ class Locator:
             d.versions = versions | {f"model:{k}": v for k, v in models.items()}
         return d.versions
 
-    def _provenance(self, image: LoadedImage) -> Provenance:
+    def _provenance(self, image: LoadedImage, state: RunState) -> Provenance:
         versions = self._versions()
+        size = (state.image.rgb.width, state.image.rgb.height) if state.image.rgb is not None else None
         return Provenance(
             geosleuth_version=_own_version(),
             python=platform.python_version(),
@@ -256,6 +258,9 @@ class Locator:
             packages={k: v for k, v in versions.items() if not k.startswith("model:")},
             models=self.model_ids(),
             config_hash=self.settings.fingerprint(),
+            prompt_hash=state.vlm.prompt_hash if state.vlm is not None else None,
+            image_sha256=image.sha256,
+            image_size=size,
         )
 
 

@@ -9,19 +9,7 @@ from typing import Protocol, runtime_checkable
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class TextLine(BaseModel):
-    """One line (or word group) of recognised text."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    text: str
-    confidence: float = Field(ge=0.0, le=1.0)
-    box: tuple[float, float, float, float] = Field(
-        description="x0, y0, x1, y1 in pixels of the upright image that was read."
-    )
-    alternatives: tuple[str, ...] = Field(
-        default=(), description="Other readings of the same line (another engine, or the line read whole)."
-    )
+from geosleuth.schemas import TextLine
 
 
 class OCRResult(BaseModel):
