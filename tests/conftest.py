@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from geosleuth.testing.browser import Chromium, PageReport
     from geosleuth.testing.searxng_server import FakeSearxngServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +26,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Building the gazetteer index takes ~15 s; share it between test runs on one machine.
 os.environ.setdefault("GEOSLEUTH_CACHE_DIR", str(ROOT / ".cache" / "test-cache"))
 for var in list(os.environ):
-    if var.startswith("GEOSLEUTH_") and var != "GEOSLEUTH_CACHE_DIR":
+    # GEOSLEUTH_CHROMIUM names a program (geosleuth.testing.browser), not a setting: it stays.
+    if var.startswith("GEOSLEUTH_") and var not in ("GEOSLEUTH_CACHE_DIR", "GEOSLEUTH_CHROMIUM"):
         del os.environ[var]
 os.environ["GEOSLEUTH_CONFIG"] = str(ROOT / "tests" / "no-config.toml")
 
@@ -200,3 +203,34 @@ def searxng_server() -> Iterator[FakeSearxngServer]:
 
     with FakeSearxngServer(results=[CannedResult(*page) for page in WEB_PAGES]) as srv:
         yield srv
+
+
+# --- a real browser (geosleuth.testing.browser) ------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that drives Chromium is a `browser` test without saying so: `-m "not browser"` works.
+    for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Chromium]:
+    """One headless system Chromium per test module (launching it is the slow part). Skips, naming
+    what to install, when Chromium or Playwright is absent."""
+    from geosleuth.testing.browser import Chromium, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no real browser: {reason}")
+    with Chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def browser_page(chromium: Chromium) -> Iterator[Callable[..., PageReport]]:
+    """Open pages offline in the module's Chromium: ``report = browser_page(Path("r.html"))`` or
+    ``browser_page("<p>html</p>", width=800)``. Each page closes when the test ends."""
+    with ExitStack() as stack:
+        yield lambda target, **options: stack.enter_context(chromium.open(target, **options))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from geographiclib.geodesic import Geodesic
 
-from geosleuth.geo import distance_km, geodesic_km, haversine_km, point_distance_km
+from geosleuth.geo import destination, distance_km, geodesic_km, haversine_km, point_distance_km
 from geosleuth.schemas import LatLon
 
 
@@ -54,3 +54,14 @@ def test_distance_broadcasts_and_dispatches():
 def test_point_distance():
     a, b = LatLon(lat=0, lon=0), LatLon(lat=0, lon=1)
     assert point_distance_km(a, b) == pytest.approx(111.32, abs=0.01)
+
+
+def test_destination_travels_the_great_circle():
+    lat, lon = destination(48.8566, 2.3522, np.array([0.0, 90.0, 180.0, 270.0]), 500.0)
+    assert haversine_km(48.8566, 2.3522, lat, lon) == pytest.approx([500.0] * 4)
+    assert lat[0] > 48.8566 > lat[2] and lon[1] > 2.3522 > lon[3]  # north, east, south, west
+    assert lon[0] == pytest.approx(2.3522) and lon[2] == pytest.approx(2.3522)
+    lat, lon = destination(0.0, 179.5, 90.0, 111.195)  # one degree east, across the antimeridian
+    assert lat == pytest.approx(0.0, abs=1e-9) and lon == pytest.approx(-179.5, abs=1e-4)
+    with pytest.raises(ValueError, match="radius_km"):
+        destination(0, 0, 0, 1, radius_km=-1)

@@ -82,6 +82,11 @@ class EngineUnavailableError(GeoSleuthError, RuntimeError):
     """A configured engine (OCR, language ID, ...) cannot run here; the message says how to enable it."""
 
 
+class BasemapDataError(GeoSleuthError, ValueError):
+    """The geodata a report's map is drawn from is missing, truncated or not what was expected (a
+    broken install or an unexpected package version); the message names the file and the fix."""
+
+
 # --- models and indexes -------------------------------------------------------------------------
 
 
@@ -296,6 +301,7 @@ STATUS: Mapping[type[BaseException], ErrorStatus] = {
     ConfigError: ErrorStatus(EXIT_USAGE, 400),
     MissingDependencyError: ErrorStatus(EXIT_USAGE, 501),
     EngineUnavailableError: ErrorStatus(EXIT_USAGE, 503),
+    BasemapDataError: ErrorStatus(EXIT_USAGE, 500),
     WeightsNotFoundError: ErrorStatus(EXIT_USAGE, 503),
     PromptTemplateError: ErrorStatus(EXIT_USAGE, 500),
     UnknownMetricError: ErrorStatus(EXIT_USAGE, 400),

@@ -136,6 +136,26 @@ def point_distance_km(a: LatLon, b: LatLon, method: DistanceMethod = "geodesic")
     return float(distance_km(a.lat, a.lon, b.lat, b.lon, method=method))
 
 
+def destination(
+    lat: ArrayLike,
+    lon: ArrayLike,
+    bearing_deg: ArrayLike,
+    distance_km: ArrayLike,
+    radius_km: float = EARTH_RADIUS_KM,
+) -> tuple[FloatArray, FloatArray]:
+    """Where a great circle from (lat, lon) leads after ``distance_km`` on ``bearing_deg`` (clockwise
+    from north), broadcasting over its arguments. Longitudes come back in [-180, 180)."""
+    if not radius_km > 0:
+        raise ValueError(f"radius_km must be positive, got {radius_km!r}")
+    p1, l1 = np.radians(_as_float(lat)), np.radians(_as_float(lon))
+    theta = np.radians(_as_float(bearing_deg))
+    delta = _as_float(distance_km) / radius_km
+    sin_p2 = np.sin(p1) * np.cos(delta) + np.cos(p1) * np.sin(delta) * np.cos(theta)
+    p2 = np.arcsin(np.clip(sin_p2, -1.0, 1.0))
+    l2 = l1 + np.arctan2(np.sin(theta) * np.sin(delta) * np.cos(p1), np.cos(delta) - np.sin(p1) * np.sin(p2))
+    return np.degrees(p2), (np.degrees(l2) + 180.0) % 360.0 - 180.0
+
+
 def latlon_arrays(points: Sequence[LatLon]) -> tuple[FloatArray, FloatArray]:
     """Split points into latitude and longitude arrays."""
     return (

@@ -329,9 +329,13 @@ class Provenance(BaseModel):
     packages: dict[str, str] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict)
     config_hash: str
-    prompt_hash: str | None = Field(default=None, description="sha256 of the VLM prompt templates, if a VLM ran.")
+    prompt_hash: str | None = Field(
+        default=None, description="sha256 of the VLM prompt templates, if a VLM ran."
+    )
     image_sha256: str | None = Field(default=None, description="sha256 of the photo's bytes.")
-    image_size: tuple[int, int] | None = Field(default=None, description="Width, height of the upright photo.")
+    image_size: tuple[int, int] | None = Field(
+        default=None, description="Width, height of the upright photo."
+    )
 
 
 class Prediction(BaseModel):

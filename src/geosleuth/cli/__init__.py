@@ -1,6 +1,6 @@
 """The ``geosleuth`` command. Thin: parse options, call the library, render.
 
-One module per command group (``locate``, ``config``, ``index``, ``vlm``, ``eval``, ``verifier``),
+One module per command group (``locate``, ``report``, ``config``, ``index``, ``vlm``, ``eval``, ``verifier``),
 ``render`` for a Prediction as text, ``common`` for the shared options and :func:`reports_errors`,
 the one place where an error becomes an exit code (through :mod:`geosleuth.errors`' table):
 0 every input was processed (a "too little evidence" answer counts as processed); 1 at least one
@@ -22,6 +22,7 @@ import typer
 from geosleuth.cli import config, eval, index, verifier, vlm
 from geosleuth.cli.common import internal_error_line
 from geosleuth.cli.locate import locate
+from geosleuth.cli.report import report
 from geosleuth.errors import EXIT_INTERRUPTED, EXIT_OK, exit_code
 
 __all__ = ["app", "main"]
@@ -34,6 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(locate)
+app.command()(report)
 app.add_typer(config.app, name="config")
 app.add_typer(index.app, name="index")
 app.add_typer(vlm.app, name="vlm")

@@ -12,6 +12,9 @@
 * :mod:`geosleuth.testing.searxng_server`: a real local HTTP server answering like a SearXNG
   instance's JSON search API from canned results, scriptable to fail (5xx, 429 with Retry-After, 403
   "json format disabled", a web page instead of JSON, a dropped connection, latency).
+* :mod:`geosleuth.testing.browser`: the system Chromium, headless and offline, driven by Playwright:
+  a page may load only its own file, and its console, uncaught exceptions, dialogs, attempted
+  requests and CSP violations are recorded (for tests of the HTML reports).
 * :class:`PixelEncoder`: a deterministic image encoder (no weights) whose embeddings really depend
   on the picture: good for index and pipeline tests where a model would be slow.
 """

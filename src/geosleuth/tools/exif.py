@@ -38,6 +38,8 @@ def _rejected(eid: str, kind: EvidenceKind, value: str, reason: str, **kw: Any) 
 # EXIF tag ids
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
 MAKE, MODEL, SOFTWARE, DATETIME = 0x010F, 0x0110, 0x0131, 0x0132
+IMAGE_DESCRIPTION, ARTIST, COPYRIGHT = 0x010E, 0x013B, 0x8298
+MAX_CAPTION_CHARS = 500
 DATETIME_ORIGINAL, DATETIME_DIGITIZED = 0x9003, 0x9004
 OFFSET_TIME, OFFSET_TIME_ORIGINAL = 0x9010, 0x9011
 LENS_MODEL = 0xA434
@@ -221,6 +223,7 @@ def read_exif(image: LoadedImage, gazetteer: Gazetteer) -> ExifReport:
         return report
 
     _camera(report, exif, sub)
+    _captions(report, exif)
     _gps(report, gps)
     _time(report, gps, sub, exif, gazetteer)
     return report
@@ -239,6 +242,21 @@ def _camera(report: ExifReport, exif: Image.Exif, sub: dict[int, Any]) -> None:
         if LENS_MODEL in sub:
             details["lens"] = _text(sub[LENS_MODEL])
         report.evidence.append(_evidence("exif.camera", EvidenceKind.CAMERA, camera, details=details))
+
+
+def _captions(report: ExifReport, exif: Image.Exif) -> None:
+    """Free text someone wrote into the file (description, artist, copyright): recorded for the
+    reader, never used to locate, and untrusted like any text that comes with a photo."""
+    for tag, eid, label in (
+        (IMAGE_DESCRIPTION, "exif.description", "description"),
+        (ARTIST, "exif.artist", "artist"),
+        (COPYRIGHT, "exif.copyright", "copyright"),
+    ):
+        text = " ".join(_text(exif.get(tag, "")).split())[:MAX_CAPTION_CHARS]
+        if text:
+            report.evidence.append(
+                _evidence(eid, EvidenceKind.TEXT, f"{label}: {text}", details={"field": label})
+            )
 
 
 def _gps(report: ExifReport, gps: dict[int, Any]) -> None:

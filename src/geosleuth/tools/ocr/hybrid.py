@@ -76,7 +76,8 @@ class HybridOCREngine:
         line_boxes = _widen(cores, small.width)
         readings = self._tesseract_readings(small, line_boxes, cores)
         lines = []
-        for g, box, (ttext, tconf) in zip(groups, line_boxes, readings, strict=True):
+        # The widened boxes are for reading; the line's box is what was detected (its core).
+        for g, box, (ttext, tconf) in zip(groups, cores, readings, strict=True):
             rtext = dense_join([found[i][1] for i in g])
             rconf = sum(found[i][2] for i in g) / len(g)
             if ttext and tconf >= max(self.min_confidence, 0.6):

@@ -1,0 +1,135 @@
+"""``geosleuth report``: locate photos and write one explainable report per photo (and an index).
+
+One photo and ``--out something.html`` (or ``.md``/``.json``) writes that file; several photos, a
+folder, or an ``--out`` without a report suffix writes a folder with one report per photo and an
+``index.html``. The options are ``locate``'s."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geosleuth.cli.common import CacheOpt, ConfigOpt, QuietOpt, VerboseOpt, reports_errors, setup_logging
+from geosleuth.cli.locate import Source, _error, _locator, _rejected, check_inputs
+from geosleuth.errors import EXIT_INPUT, EXIT_OK, ConfigError, EmptySourceError, ImageInputError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(source: str, index: int, suffix: str) -> str:
+    """A file name for the report of ``source``: its stem with anything unusual replaced, numbered
+    (file names are untrusted: they never choose a folder)."""
+    stem = _UNSAFE.sub("_", Path(source).stem).strip("._")[:80] or "photo"
+    return f"{index:04d}-{stem}{suffix}"
+
+
+@reports_errors
+def report(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursively), or - for stdin.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report file (one photo) or folder (several).")],
+    format: Annotated[str, typer.Option("--format", help="html, md or json.")] = "html",
+    no_photo: Annotated[bool, typer.Option("--no-photo", help="Leave the photo out of the report.")] = False,
+    photo_max_side: Annotated[
+        int, typer.Option("--photo-max-side", min=64, help="Longest side of the embedded photo (pixels).")
+    ] = 1024,
+    ignore_exif_gps: Annotated[
+        bool, typer.Option("--ignore-exif-gps", help="Do not take the EXIF GPS position as the answer.")
+    ] = False,
+    ocr: Annotated[
+        str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract, none.")
+    ] = None,
+    image_encoder: Annotated[
+        str | None, typer.Option("--image-encoder", help="Turn on retrieval (e.g. geoclip).")
+    ] = None,
+    index: Annotated[
+        Path | None, typer.Option("--index", help="A neighbour index (geosleuth index build).")
+    ] = None,
+    vlm_url: Annotated[str | None, typer.Option("--vlm-url", help="OpenAI-compatible VLM endpoint.")] = None,
+    vlm_model: Annotated[str | None, typer.Option("--vlm-model", help="Model name on that server.")] = None,
+    vlm_samples: Annotated[
+        int | None, typer.Option("--vlm-samples", min=1, help="Samples per prompt variant.")
+    ] = None,
+    min_probability: Annotated[
+        float | None, typer.Option("--min-probability", help="Answer only above this.")
+    ] = None,
+    offline: Annotated[
+        bool | None, typer.Option("--offline/--online", help="Never touch the network.")
+    ] = None,
+    config: ConfigOpt = None,
+    cache_dir: CacheOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write an explainable report: the answer, a map that draws offline, the photo with the text
+    read on it, the reasoning coarse to fine, the ranked hypotheses, the VLM's answers, what is
+    missing, and the provenance.
+
+    \b
+    Examples:
+      geosleuth report photo.jpg --out photo.html
+      geosleuth report photos/ --out reports/ --ignore-exif-gps
+      geosleuth report photo.jpg --out photo.md --format md
+      geosleuth report sensitive.jpg --out r.html --no-photo
+    """
+    setup_logging(verbose, quiet)
+    from geosleuth.config import load_settings
+    from geosleuth.report import SUFFIX, IndexEntry, render_report, thumbnail, write_index, write_text_atomic
+
+    if format not in SUFFIX:
+        raise ConfigError(f"--format must be html, md or json, got {format!r}")
+    settings = load_settings(
+        config,
+        cache_dir=cache_dir,
+        use_exif_gps=False if ignore_exif_gps else None,
+        offline=offline,
+        min_probability=min_probability,
+        ocr={"engine": ocr} if ocr else None,
+        retrieval={"image_encoder": image_encoder, "index_dir": index},
+        vlm={"base_url": vlm_url, "model": vlm_model, "samples": vlm_samples},
+    )
+    batch = check_inputs(inputs, settings)
+    if not batch.entries:
+        raise EmptySourceError(f"no image files found in {', '.join(inputs)}")
+    for bad in batch.rejected:
+        _error(bad)
+    single = len(batch.entries) == 1 and out.suffix.lower() in SUFFIX.values()
+    if not batch.usable:
+        raise typer.Exit(EXIT_INPUT)
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    locator = _locator(settings, err)
+    argv = " ".join(shlex.quote(a) for a in ["geosleuth", *sys.argv[1:]]) if sys.argv[1:] else None
+    entries: list[IndexEntry] = []
+    failed = 0
+    for i, entry in enumerate(batch.entries, start=1):
+        if not isinstance(entry, Source):
+            failed += 1
+            entries.append(IndexEntry(None, entry.source, None, error=entry.error))
+            continue
+        name = entry.name or str(entry.data)
+        try:
+            pred, state = locator.run(entry.data, name=entry.name)
+        except ImageInputError as exc:
+            failed += 1
+            _error(_rejected(exc))
+            entries.append(IndexEntry(None, name, None, error=exc.reason))
+            continue
+        image = None if no_photo else state.image.rgb
+        text = render_report(pred, format, image=image, command=argv, photo_max_side=photo_max_side)  # type: ignore[arg-type]
+        path = out if single else out / safe_name(name, i, SUFFIX[format])
+        write_text_atomic(path, text)
+        thumb = thumbnail(state.image.rgb) if (state.image.rgb is not None and not no_photo) else None
+        entries.append(IndexEntry(pred, name, path.name, thumbnail=thumb))
+        if not quiet:
+            err.print(f"{name}: {pred.status} -> {path}")
+    if not single:
+        index_path = write_index(entries, out)
+        if not quiet:
+            err.print(f"[bold]{len(entries)} reports:[/] {index_path}")
+    raise typer.Exit(EXIT_INPUT if failed else EXIT_OK)
