@@ -22,7 +22,9 @@ PHOTOS = ROOT.parent / "shared" / "data" / "exif-photos"
 def _images() -> list[Path]:
     out = sorted((ROOT / "tests" / "fixtures").iterdir()) + sorted((ROOT / "examples").glob("*.jpg"))
     if PHOTOS.is_dir():
-        out += sorted(p for p in PHOTOS.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".heic", ".tif"})[:20]
+        out += sorted(p for p in PHOTOS.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".heic", ".tif"})[
+            :20
+        ]
     return out
 
 
@@ -58,17 +60,28 @@ def record(out: Path) -> None:
     ]
     gaz = Gazetteer()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, FakeOSMServer(places=places, features=features) as osm, \
-            FakeOpenAIServer(model="tiny-vlm") as vlm:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeOSMServer(places=places, features=features) as osm,
+        FakeOpenAIServer(model="tiny-vlm") as vlm,
+    ):
         vlm.default = Reply.guess(VLMGuess(latitude=52.5, longitude=13.4, confidence=0.6, rationale="x"))
-        tools = {"nominatim_url": osm.nominatim_url, "overpass_url": osm.overpass_url,
-                 "min_interval_s": 0.0, "timeout_s": 2.0, "retries": 0}
+        tools = {
+            "nominatim_url": osm.nominatim_url,
+            "overpass_url": osm.overpass_url,
+            "min_interval_s": 0.0,
+            "timeout_s": 2.0,
+            "retries": 0,
+        }
         configs = {
             "online-noexif": {"offline": False, "use_exif_gps": False, "tools": tools},
-            "online-vlm": {"offline": False, "use_exif_gps": False, "tools": tools,
-                           "vlm": {"base_url": vlm.base_url, "rag_k": [0], "samples": 3}},
-            "online-strict": {"offline": False, "tools": tools,
-                              "verifier": {"investigate_below": 0.999}},
+            "online-vlm": {
+                "offline": False,
+                "use_exif_gps": False,
+                "tools": tools,
+                "vlm": {"base_url": vlm.base_url, "rag_k": [0], "samples": 3},
+            },
+            "online-strict": {"offline": False, "tools": tools, "verifier": {"investigate_below": 0.999}},
         }
         for name, over in configs.items():
             settings = load_settings(ROOT / "tests" / "no-config.toml", cache_dir=tmp, **over)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXIF_PHOTOS, fixture
+from geosleuth.errors import GeoSleuthError
 from geosleuth.eval.records import EvalRecord
 from geosleuth.eval.report import REPORT_FILES, compare, write_report
 from geosleuth.eval.runner import RECORDS, RecordStore
@@ -161,6 +164,29 @@ def test_exif_photos_with_gps_stripped_give_every_report_file(tmp_path):
     assert "Distance: **geodesic**" in report.stdout
     table_md = compare([out], anchors=True)
     assert "exif" in table_md and "No published anchors" in table_md
+    # one explainable report per image, from the predictions kept beside the records
+    per = subprocess.run(
+        [*GEOSLEUTH, "eval", "report", str(out), "--per-image", "--no-plots"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert per.returncode == 0, per.stderr
+    pages = sorted((out / "reports").glob("*.html"))
+    assert len(pages) == 47
+    md = (out / "report.md").read_text()
+    links = re.findall(r"\]\((reports/[^)]+)\)", md)
+    assert len(links) == 47 and all((out / link).is_file() for link in links)
+    assert "script-src 'none'" in html.unescape(pages[0].read_text())
+
+
+def test_per_image_reports_need_the_predictions(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    rec = EvalRecord(key="k", sample_id="a", dataset="x", truth=LatLon(lat=1, lon=2), status="error")
+    (out / RECORDS).write_text(rec.model_dump_json() + "\n")
+    with pytest.raises(GeoSleuthError, match=r"predictions\.jsonl"):
+        write_report(out, plots=False, per_image=True)
 
 
 def test_compare_adds_the_published_anchors(tmp_path):

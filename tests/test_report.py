@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import fixture, make_locator
 from geosleuth.cli import app
-from geosleuth.cli.report import safe_name
-from geosleuth.report import render_report
+from geosleuth.report import render_report, safe_name
 from geosleuth.schemas import Prediction, VLMGuess
 from geosleuth.testing.openai_server import Reply
 

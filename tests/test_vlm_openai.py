@@ -205,9 +205,14 @@ def test_a_mixed_batch_loses_no_record(server) -> None:
     with backend(server, model="tiny-vlm", server="vllm", max_concurrency=1) as vlm:
         calls = vlm.generate([request(n=1, key=f"p{i}") for i in range(4)])
     assert [c.key for c in calls] == [f"p{i}#zero-shot" for i in range(4)]
-    assert calls[0].usable and calls[1].error_type == "VLMRequestRejectedError"
-    assert calls[2].samples[0].error_type == "VLMUnusableOutputError"
-    assert calls[3].samples[0].error_type == "VLMTruncatedError"
+    # which request met which scripted reply depends on arrival order: every outcome, once each
+    outcomes = sorted(
+        "usable" if c.usable else (c.error_type or (c.samples[0].error_type if c.samples else "")) or "?"
+        for c in calls
+    )
+    assert outcomes == sorted(
+        ["usable", "VLMRequestRejectedError", "VLMUnusableOutputError", "VLMTruncatedError"]
+    )
 
 
 def test_model_discovery_and_unknown_models(server) -> None:

@@ -173,18 +173,25 @@ def eval_report(
     run_folder: Annotated[Path, typer.Argument(help="A folder made by `geosleuth eval run`.")],
     distance: DistanceOpt = DistanceChoice.GEODESIC,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Only the tables.")] = False,
+    per_image: Annotated[
+        bool,
+        typer.Option(
+            "--per-image", help="Also one explainable HTML report per image, linked from report.md."
+        ),
+    ] = False,
 ) -> None:
     """Write report.md, metrics.csv/json and the plots (error CDF, recall vs area, error map).
 
     \b
     Examples:
       geosleuth eval report runs/g3
+      geosleuth eval report runs/g3 --per-image
     """
     from geosleuth.eval.report import write_report
 
-    paths = write_report(run_folder, distance=distance.value, plots=not no_plots)
+    paths = write_report(run_folder, distance=distance.value, plots=not no_plots, per_image=per_image)
     print((run_folder / "report.md").read_text())
-    print("written: " + ", ".join(p.name for p in paths), file=sys.stderr)
+    print(f"written: {len(paths)} files (" + ", ".join(p.name for p in paths[:6]) + ")", file=sys.stderr)
 
 
 @app.command("compare")

@@ -6,7 +6,6 @@ folder, or an ``--out`` without a report suffix writes a folder with one report 
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -17,15 +16,6 @@ import typer
 from geosleuth.cli.common import CacheOpt, ConfigOpt, QuietOpt, VerboseOpt, reports_errors, setup_logging
 from geosleuth.cli.locate import Source, _error, _locator, _rejected, check_inputs
 from geosleuth.errors import EXIT_INPUT, EXIT_OK, ConfigError, EmptySourceError, ImageInputError
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(source: str, index: int, suffix: str) -> str:
-    """A file name for the report of ``source``: its stem with anything unusual replaced, numbered
-    (file names are untrusted: they never choose a folder)."""
-    stem = _UNSAFE.sub("_", Path(source).stem).strip("._")[:80] or "photo"
-    return f"{index:04d}-{stem}{suffix}"
 
 
 @reports_errors
@@ -78,7 +68,15 @@ def report(
     """
     setup_logging(verbose, quiet)
     from geosleuth.config import load_settings
-    from geosleuth.report import SUFFIX, IndexEntry, render_report, thumbnail, write_index, write_text_atomic
+    from geosleuth.report import (
+        SUFFIX,
+        IndexEntry,
+        render_report,
+        safe_name,
+        thumbnail,
+        write_index,
+        write_text_atomic,
+    )
 
     if format not in SUFFIX:
         raise ConfigError(f"--format must be html, md or json, got {format!r}")

@@ -21,7 +21,7 @@ from typing import Any
 from geosleuth.errors import GeoSleuthError, MissingDependencyError
 from geosleuth.eval.metrics import MetricsReport, compute
 from geosleuth.eval.records import THRESHOLDS_KM, DistanceKind, EvalRecord
-from geosleuth.eval.runner import PROVENANCE, RECORDS, RecordStore
+from geosleuth.eval.runner import PREDICTIONS, PROVENANCE, RECORDS, PredictionStore, RecordStore, error_km
 
 REPORT_FILES = ("report.md", "metrics.csv", "metrics.json", "error_cdf.png", "rva.png", "error_map.png")
 
@@ -59,22 +59,63 @@ def load_run(folder: str | Path) -> tuple[list[EvalRecord], dict[str, Any]]:
 
 
 def write_report(
-    folder: str | Path, *, distance: DistanceKind = "geodesic", plots: bool = True
+    folder: str | Path, *, distance: DistanceKind = "geodesic", plots: bool = True, per_image: bool = False
 ) -> list[Path]:
-    """Write the report files of a run folder; returns their paths."""
+    """Write the report files of a run folder; returns their paths. ``per_image``: also one
+    explainable HTML report per image (``reports/``), linked from ``report.md``."""
     folder = Path(folder)
     records, prov = load_run(folder)
     if not records:
         raise GeoSleuthError(f"{folder}: no records yet; run `geosleuth eval run` first")
     report = compute(records, distance=distance)
+    links = per_image_reports(folder, records) if per_image else []
+    text = markdown(report, prov, folder)
+    if links:
+        text += _links_markdown(links)
     written = [
-        _write(folder / "report.md", markdown(report, prov, folder)),
+        _write(folder / "report.md", text),
         _write(folder / "metrics.json", json.dumps(report.model_dump(mode="json"), indent=2, default=str)),
         _write_csv(folder / "metrics.csv", report),
     ]
     if plots:
         written += _plots(folder, records, report, distance)
-    return written
+    return written + [folder / link for _, link, _ in links]
+
+
+def per_image_reports(folder: Path, records: list[EvalRecord]) -> list[tuple[EvalRecord, str, float | None]]:
+    """One HTML report per record that has a prediction, in ``folder/reports``; returns
+    (record, relative link, error km) in record order."""
+    from geosleuth.report import render_report, safe_name, write_text_atomic
+
+    path = folder / PREDICTIONS
+    if not path.is_file():
+        raise GeoSleuthError(
+            f"{folder} has no {PREDICTIONS}: the run was made before predictions were kept; "
+            "rerun `geosleuth eval run` into a new folder to get per-image reports"
+        )
+    store = PredictionStore(path)
+    try:
+        predictions = store.latest()
+    finally:
+        store.close()
+    out = []
+    for i, rec in enumerate(records, start=1):
+        pred = predictions.get(rec.key)
+        if pred is None:
+            continue
+        link = f"reports/{safe_name(rec.sample_id, i, '.html')}"
+        write_text_atomic(folder / link, render_report(pred, "html"))
+        out.append((rec, link, error_km(rec)))
+    return out
+
+
+def _links_markdown(links: list[tuple[EvalRecord, str, float | None]]) -> str:
+    rows = ["", "## Per-image reports", "", "| sample | status | error km | report |", "|---|---|---|---|"]
+    for rec, link, km in links:
+        sample = rec.sample_id.replace("|", "\\|").replace("`", "'")
+        err = f"{km:.1f}" if km is not None else "–"
+        rows.append(f"| `{sample}` | {rec.status} | {err} | [report]({link}) |")
+    return "\n".join(rows) + "\n"
 
 
 def markdown(report: MetricsReport, prov: dict[str, Any], folder: Path) -> str:

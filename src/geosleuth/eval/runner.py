@@ -40,12 +40,13 @@ from geosleuth.schemas import Prediction
 log = logging.getLogger(__name__)
 
 RECORDS = "records.jsonl"
+PREDICTIONS = "predictions.jsonl"
 PROVENANCE = "provenance.json"
 _PACKAGES = ("geosleuth", "torch", "transformers", "faiss-cpu", "openai", "langgraph", "pydantic", "numpy")
 
 
-class RecordStore:
-    """``records.jsonl``: append whole lines with fsync; read back the keys already done."""
+class JsonLines:
+    """An append-only JSON Lines file: whole lines with fsync; a torn last line is cut on open."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -72,6 +73,21 @@ class RecordStore:
         )
         return len(data) - keep
 
+    def append_text(self, text: str) -> None:
+        line = (text + "\n").encode("utf-8")
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+class RecordStore(JsonLines):
+    """``records.jsonl``: one :class:`EvalRecord` a line; the keys already done."""
+
     def records(self) -> list[EvalRecord]:
         out = []
         with self.path.open("rb") as fh:
@@ -89,15 +105,33 @@ class RecordStore:
         return {r.key for r in self.records()}
 
     def append(self, record: EvalRecord) -> None:
-        line = (record.model_dump_json() + "\n").encode("utf-8")
-        with self._lock:
-            self._fh.write(line)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+        self.append_text(record.model_dump_json())
 
-    def close(self) -> None:
-        with self._lock:
-            self._fh.close()
+
+class PredictionStore(JsonLines):
+    """``predictions.jsonl``: each sample's whole :class:`Prediction` (without its trace), keyed
+    like its record, for per-image reports. Written before the record, so every record has one;
+    a sample redone after a kill appears twice, and the last one counts."""
+
+    def append(self, key: str, prediction: Prediction) -> None:
+        self.append_text(
+            json.dumps({"key": key, "prediction": prediction.model_dump(mode="json", exclude={"trace"})})
+        )
+
+    def latest(self) -> dict[str, Prediction]:
+        out: dict[str, Prediction] = {}
+        with self.path.open("rb") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    out[str(row["key"])] = Prediction.model_validate(row["prediction"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise GeoSleuthError(
+                        f"{self.path}, line {n}: not a geosleuth prediction ({exc})"
+                    ) from exc
+        return out
 
 
 def fingerprint(locator: Locator) -> str:
@@ -263,6 +297,7 @@ def run(
             )
     _write_json_atomic(prov_path, prov)
     store = RecordStore(folder / RECORDS)
+    predictions = PredictionStore(folder / PREDICTIONS)
     done = store.keys()
     samples = list(dataset)
     todo = [(s, record_key(dataset.name, s.id, pipeline)) for s in samples]
@@ -275,17 +310,17 @@ def run(
     if on_start is not None:
         on_start(summary.skipped_done, summary.total)
 
-    def one(sample: Sample, key: str) -> EvalRecord:
+    def one(sample: Sample, key: str) -> tuple[EvalRecord, Prediction | None]:
         start = time.perf_counter()
         try:
             pred = locator.locate(sample.load(), name=sample.name or sample.id)
-            return to_record(key, dataset.name, sample, pred, time.perf_counter() - start, gaz)
+            return to_record(key, dataset.name, sample, pred, time.perf_counter() - start, gaz), pred
         except (ImageInputError, GeoSleuthError, OSError, ValueError, RuntimeError) as exc:
-            return error_record(key, dataset.name, sample, exc, time.perf_counter() - start)
+            return error_record(key, dataset.name, sample, exc, time.perf_counter() - start), None
 
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            pending: set[Future[EvalRecord]] = set()
+            pending: set[Future[tuple[EvalRecord, Prediction | None]]] = set()
             queue: Iterator[tuple[Sample, str]] = iter(todo)
             while True:
                 while not stop.is_set() and len(pending) < concurrency:
@@ -297,7 +332,9 @@ def run(
                     break
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    rec = fut.result()
+                    rec, pred = fut.result()
+                    if pred is not None:
+                        predictions.append(rec.key, pred)
                     store.append(rec)
                     summary.ran += 1
                     summary.errors += rec.status == "error"
@@ -305,6 +342,7 @@ def run(
                         on_record(rec)
     finally:
         store.close()
+        predictions.close()
     summary.interrupted = stop.is_set() and summary.skipped_done + summary.ran < summary.total
     summary.seconds = round(time.perf_counter() - t0, 3)
     return summary

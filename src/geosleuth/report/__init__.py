@@ -9,6 +9,7 @@ eval runs, the service and chat can all make one."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from html import escape
@@ -23,6 +24,7 @@ from geosleuth.report.markdown import render_markdown
 from geosleuth.schemas import Prediction
 
 ReportFormat = Literal["html", "md", "json"]
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SUFFIX: dict[str, str] = {"html": ".html", "md": ".md", "json": ".json"}
 THUMB_SIDE = 160
 
@@ -43,6 +45,13 @@ def render_report(
     if format == "json":
         return prediction.model_dump_json(indent=2) + "\n"
     raise ValueError(f"report format must be html, md or json, got {format!r}")
+
+
+def safe_name(source: str, index: int, suffix: str) -> str:
+    """A file name for the report of ``source``: its stem with anything unusual replaced, numbered
+    (file names are untrusted: they never choose a folder)."""
+    stem = _UNSAFE.sub("_", Path(source).stem).strip("._")[:80] or "photo"
+    return f"{index:04d}-{stem}{suffix}"
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -126,4 +135,12 @@ def write_index(entries: list[IndexEntry], folder: Path) -> Path:
     return write_text_atomic(folder / "index.html", page)
 
 
-__all__ = ["IndexEntry", "ReportFormat", "render_report", "thumbnail", "write_index", "write_text_atomic"]
+__all__ = [
+    "IndexEntry",
+    "ReportFormat",
+    "render_report",
+    "safe_name",
+    "thumbnail",
+    "write_index",
+    "write_text_atomic",
+]
