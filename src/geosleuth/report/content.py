@@ -13,7 +13,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from geosleuth.agents.verifier import SIGNAL_TEXT
-from geosleuth.schemas import Candidate, Evidence, EvidenceKind, LatLon, Prediction, StageStatus, TextLine
+from geosleuth.schemas import (
+    Candidate,
+    CandidateSource,
+    Evidence,
+    EvidenceKind,
+    LatLon,
+    Prediction,
+    StageStatus,
+    TextLine,
+)
 
 SIGNAL_SHOWN = 0.05  # |signal| below this says nothing either way
 MAX_HYPOTHESES = 10
@@ -111,9 +120,9 @@ def build_content(pred: Prediction, *, command: str | None = None) -> ReportCont
             (s.name, s.status.value, s.detail) for s in pred.stages if s.status != StageStatus.RAN
         ],
         neighbours=[
-            (e.point, e.value)
-            for e in pred.evidence
-            if e.kind == EvidenceKind.NEIGHBOURS and e.point is not None
+            (c.point, c.label)
+            for c in pred.candidates
+            if CandidateSource.NEIGHBOUR.value in (c.sources or [c.source.value])
         ],
         command=command,
         exif_gps=gps.point if gps is not None else None,
@@ -129,10 +138,8 @@ def _answer(pred: Prediction) -> Answer:
     }.get(pred.basis or "", "too little evidence")
     if located and best is not None:
         label = best.place.short() if best.place else best.label
-        sentence = pred.explanation
     else:
         label = "Too little evidence for a location"
-        sentence = pred.explanation
     return Answer(
         located=located,
         label=label,
@@ -142,7 +149,7 @@ def _answer(pred: Prediction) -> Answer:
         basis=basis,
         radius_km=best.radius_km if located and best is not None else None,
         regions=[(r.level, r.area_km2) for r in pred.regions],
-        sentence=sentence,
+        sentence=pred.explanation,
     )
 
 
