@@ -108,23 +108,20 @@ def locate(
     setup_logging(verbose, quiet)
     from rich.console import Console
 
-    from geosleuth.config import load_settings
-
-    settings = load_settings(
+    settings = locate_settings(
         config,
         cache_dir=cache_dir,
-        use_exif_gps=False if ignore_exif_gps else None,
+        ignore_exif_gps=ignore_exif_gps,
         offline=offline,
         min_probability=min_probability,
-        ocr={"engine": ocr} if ocr else None,
-        retrieval={"image_encoder": image_encoder, "index_dir": index},
-        vlm={"base_url": vlm_url, "model": vlm_model, "samples": vlm_samples},
+        ocr=ocr,
+        image_encoder=image_encoder,
+        index=index,
+        vlm_url=vlm_url,
+        vlm_model=vlm_model,
+        vlm_samples=vlm_samples,
     )
-    batch = check_inputs(inputs, settings)
-    if not batch.entries:
-        raise EmptySourceError(f"no image files found in {', '.join(inputs)}")
-    for bad in batch.rejected:  # at once: before anything heavy is built
-        _error(bad)
+    batch = checked_inputs(inputs, settings)
 
     from geosleuth.cli.render import print_prediction
     from geosleuth.schemas import LocateError
@@ -176,6 +173,46 @@ class Inputs:
     @property
     def rejected(self) -> list[LocateError]:
         return [e for e in self.entries if not isinstance(e, Source)]
+
+
+def locate_settings(
+    config: Path | None,
+    *,
+    cache_dir: Path | None,
+    ignore_exif_gps: bool,
+    offline: bool | None,
+    min_probability: float | None,
+    ocr: str | None,
+    image_encoder: str | None,
+    index: Path | None,
+    vlm_url: str | None,
+    vlm_model: str | None,
+    vlm_samples: int | None,
+) -> Settings:
+    """The settings of ``locate``'s flags (shared by every command that locates photos)."""
+    from geosleuth.config import load_settings
+
+    return load_settings(
+        config,
+        cache_dir=cache_dir,
+        use_exif_gps=False if ignore_exif_gps else None,
+        offline=offline,
+        min_probability=min_probability,
+        ocr={"engine": ocr} if ocr else None,
+        retrieval={"image_encoder": image_encoder, "index_dir": index},
+        vlm={"base_url": vlm_url, "model": vlm_model, "samples": vlm_samples},
+    )
+
+
+def checked_inputs(inputs: list[str], settings: Settings) -> Inputs:
+    """:func:`check_inputs`, an error when nothing is an image, and each rejected input's line at
+    once: before anything heavy is built."""
+    batch = check_inputs(inputs, settings)
+    if not batch.entries:
+        raise EmptySourceError(f"no image files found in {', '.join(inputs)}")
+    for bad in batch.rejected:
+        _error(bad)
+    return batch
 
 
 def check_inputs(inputs: list[str], settings: Settings) -> Inputs:

@@ -14,8 +14,8 @@ from typing import Annotated
 import typer
 
 from geosleuth.cli.common import CacheOpt, ConfigOpt, QuietOpt, VerboseOpt, reports_errors, setup_logging
-from geosleuth.cli.locate import Source, _error, _locator, _rejected, check_inputs
-from geosleuth.errors import EXIT_INPUT, EXIT_OK, ConfigError, EmptySourceError, ImageInputError
+from geosleuth.cli.locate import Source, _error, _locator, _rejected, checked_inputs, locate_settings
+from geosleuth.errors import EXIT_INPUT, EXIT_OK, ConfigError, ImageInputError
 
 
 @reports_errors
@@ -67,7 +67,6 @@ def report(
       geosleuth report sensitive.jpg --out r.html --no-photo
     """
     setup_logging(verbose, quiet)
-    from geosleuth.config import load_settings
     from geosleuth.report import (
         SUFFIX,
         IndexEntry,
@@ -80,21 +79,20 @@ def report(
 
     if format not in SUFFIX:
         raise ConfigError(f"--format must be html, md or json, got {format!r}")
-    settings = load_settings(
+    settings = locate_settings(
         config,
         cache_dir=cache_dir,
-        use_exif_gps=False if ignore_exif_gps else None,
+        ignore_exif_gps=ignore_exif_gps,
         offline=offline,
         min_probability=min_probability,
-        ocr={"engine": ocr} if ocr else None,
-        retrieval={"image_encoder": image_encoder, "index_dir": index},
-        vlm={"base_url": vlm_url, "model": vlm_model, "samples": vlm_samples},
+        ocr=ocr,
+        image_encoder=image_encoder,
+        index=index,
+        vlm_url=vlm_url,
+        vlm_model=vlm_model,
+        vlm_samples=vlm_samples,
     )
-    batch = check_inputs(inputs, settings)
-    if not batch.entries:
-        raise EmptySourceError(f"no image files found in {', '.join(inputs)}")
-    for bad in batch.rejected:
-        _error(bad)
+    batch = checked_inputs(inputs, settings)
     single = len(batch.entries) == 1 and out.suffix.lower() in SUFFIX.values()
     if not batch.usable:
         raise typer.Exit(EXIT_INPUT)

@@ -19,7 +19,7 @@ from typing import Literal
 from PIL import Image
 
 from geosleuth.report.basemap import load_basemap, point_xy, view_box, view_box_attr
-from geosleuth.report.html import csp, embed_photo, render_html, source_text
+from geosleuth.report.html import csp, embed_photo, render_html, source_text, stylesheet
 from geosleuth.report.markdown import render_markdown
 from geosleuth.schemas import Prediction
 
@@ -85,10 +85,8 @@ def thumbnail(image: Image.Image) -> str:
 def write_index(entries: list[IndexEntry], folder: Path) -> Path:
     """``index.html``: one row per photo (thumbnail, answer, confidence, status, link) and one map
     of every answer. Self-contained and script-free like the reports."""
-    from geosleuth.report.html import _css
-
     bm = load_basemap()
-    css = _css()
+    css = stylesheet()
     points = [
         e.prediction.best.point for e in entries if e.prediction is not None and e.prediction.best is not None
     ]

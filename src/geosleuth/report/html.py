@@ -65,7 +65,7 @@ def _environment() -> jinja2.Environment:
 
 
 @lru_cache(maxsize=1)
-def _css() -> str:
+def stylesheet() -> str:
     return (files("geosleuth.report") / "templates" / "report.css").read_text(encoding="utf-8")
 
 
@@ -107,7 +107,7 @@ def render_html(
     bm = basemap or load_basemap()
     views = _views(content)
     photo = embed_photo(image, max_side=photo_max_side) if image is not None else None
-    css = _css()
+    css = stylesheet()
     return (
         _environment()
         .get_template("report.html.j2")
