@@ -139,6 +139,7 @@ class EvidenceKind(StrEnum):
     NEIGHBOURS = "neighbours"
     VLM = "vlm"
     TOOL = "tool"
+    USER_HINT = "user-hint"
 
 
 class Evidence(BaseModel):

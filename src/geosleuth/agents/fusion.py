@@ -239,6 +239,8 @@ class EvidenceFusion:
             members.sort(key=lambda e: -e.weight)
             for rank, e in enumerate(members):
                 floor = OFF_LIST_BY_KIND.get(e.kind, OFF_LIST_LIKELIHOOD)
+                if e.kind == EvidenceKind.USER_HINT and "off_list_likelihood" in e.details:
+                    floor = float(e.details["off_list_likelihood"])  # a hint the user insisted on
                 like = np.full(len(codes), floor)
                 for c, v in e.countries.items():
                     if c in idx:
@@ -374,12 +376,11 @@ class EvidenceFusion:
                     continue
                 rep = _representative(members)
                 ids = sorted({m.evidence_id for m, _, _ in members})
-                names = sorted({m.surface for m, _, _ in members})
                 out.append(
                     Candidate(
                         point=rep.point,
                         source=CandidateSource.TEXT_CLUE,
-                        label=f"{rep.name} (named in the image: {', '.join(repr(n) for n in names)})",
+                        label=_match_label(rep.name, members),
                         granularity=Granularity.CITY,
                         score=round(math.log(max(prob, 1e-12)), 4),
                         probability=round(prob, 6),
@@ -614,6 +615,15 @@ class EvidenceFusion:
         if injected:
             parts.append("The image's text tries to instruct an AI model, so none of it was trusted.")
         return " ".join(parts)
+
+
+def _match_label(name: str, members: list[tuple[PlaceMatch, GazetteerPlace, float]]) -> str:
+    """A text-clue candidate's label: the names read in the image, or the user's hint."""
+    read = sorted({m.surface for m, _, _ in members if m.kind != "hint"})
+    if not read:
+        return f"{name} (the user's hint)"
+    hinted = " and the user's hint" if any(m.kind == "hint" for m, _, _ in members) else ""
+    return f"{name} (named in the image: {', '.join(repr(n) for n in read)}{hinted})"
 
 
 def _cluster(

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from geosleuth.agents.context import Usage
 from geosleuth.agents.deps import Deps, build_deps, make_vlm
 from geosleuth.agents.fusion import confidence_level
 from geosleuth.agents.planner import Planner
@@ -91,14 +92,21 @@ class Locator:
             seconds=round(time.perf_counter() - t0, 4),
         )
         state, usage = self.planner.run(image, t_start)
-        fused = state.fusion
-        assert fused is not None
         stages = state.stages
         stages.timings = {
             "load": load.seconds,
             **stages.timings,
             "total": round(time.perf_counter() - t_start, 4),
         }
+        return self.prediction(state, usage, load), state
+
+    def prediction(self, state: RunState, usage: Usage, load: StageReport) -> Prediction:
+        """The :class:`Prediction` that ``state`` stands for now (after :meth:`run`, or after
+        :meth:`reverify` added evidence to it). ``load`` is the photo's load stage report."""
+        s = self.settings
+        image = state.image
+        assert state.fusion is not None, "the state has not been verified"
+        stages = state.stages
         ranked = state.ranked
         top = ranked[0] if ranked else None
         p = state.confidence
@@ -127,7 +135,24 @@ class Locator:
             text_lines=state.lines,
             provenance=self._provenance(image, state),
         )
-        return prediction, state
+        return prediction
+
+    def reverify(self, state: RunState, usage: Usage, load: StageReport, *, stage: str) -> Prediction:
+        """Fuse and verify ``state`` again after evidence was added to it from outside the planner
+        (a user's hint in a conversation), and return the new :class:`Prediction`. ``stage`` names
+        the stage report and trace step, e.g. ``"verify (hint.1)"``."""
+        from geosleuth.agents.nodes import verify
+        from geosleuth.agents.nodes.evidence import forget_fusion
+        from geosleuth.schemas import TraceStep
+
+        ctx = self.planner.context(state, usage)
+        forget_fusion(ctx)
+        t0 = time.perf_counter()
+        step = TraceStep(node=stage, seconds=0.0)
+        verify.run(ctx, step, stage=stage)
+        step.seconds = round(time.perf_counter() - t0, 4)
+        state.trace.append(step)
+        return self.prediction(state, usage, load)
 
     async def alocate(self, source: ImageSource, *, name: str | None = None) -> Prediction:
         """:meth:`locate` without blocking the event loop (it runs in a worker thread)."""

@@ -59,7 +59,7 @@ def add_text_lines(ctx: RunContext, lines: list[TextLine], *, via: str) -> tuple
     before = {e.id for e in state.evidence}
     state.lines = [*state.lines, *added]
     _read_text(ctx, report=False)
-    _forget_fusion(ctx)
+    forget_fusion(ctx)
     new = [e.id for e in state.evidence if e.id not in before]
     for e in state.evidence:
         if e.id in new:
@@ -99,7 +99,7 @@ def _read_text(ctx: RunContext, *, report: bool) -> None:
         )
 
 
-def _forget_fusion(ctx: RunContext) -> None:
+def forget_fusion(ctx: RunContext) -> None:
     """Forget the fusion of the evidence (new hard evidence arrived): the next verify makes it again."""
     state = ctx.state
     fused = state.fusion

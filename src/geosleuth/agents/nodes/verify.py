@@ -28,7 +28,8 @@ NEIGHBOUR_CANDIDATES = 5
 SOFT_KINDS = {EvidenceKind.GALLERY, EvidenceKind.NEIGHBOURS, EvidenceKind.VLM}
 
 
-def run(ctx: RunContext, step: TraceStep) -> None:
+def run(ctx: RunContext, step: TraceStep, *, stage: str | None = None) -> None:
+    """Fuse (when needed) and verify; ``stage`` names the stage report (default: verify, verify#2...)."""
     state, deps = ctx.state, ctx.deps
     assert state.exif is not None, "verify runs after evidence"
     step.inputs = {
@@ -47,7 +48,7 @@ def run(ctx: RunContext, step: TraceStep) -> None:
         state.evidence.extend(fused.extra_evidence)
         state.warnings.extend(fused.warnings)
         state.fusion = fused
-    name = "verify" if state.rounds == 0 else f"verify#{state.rounds + 1}"
+    name = stage or ("verify" if state.rounds == 0 else f"verify#{state.rounds + 1}")
     pool, evidence_p, remainder = _pool(state, fused)
     new = [e.id for e in state.evidence[n_before:]]
     if new:
