@@ -23,11 +23,20 @@ from pydantic import BaseModel
 from geosleuth.agents.toolbox import PlaceCheck
 from geosleuth.chat.hints import Resolved, resolve_place
 from geosleuth.chat.photo import PhotoSession
+from geosleuth.chat.turn import PlaceCheckSummary, PlaceCheckVerdict
 from geosleuth.errors import GeoSleuthError
 from geosleuth.gazetteer import Gazetteer
 from geosleuth.geo import point_distance_km
 from geosleuth.report.content import build_content
 from geosleuth.schemas import Candidate, Evidence, EvidenceKind, Prediction
+
+_VERDICT_WORDS = {
+    PlaceCheckVerdict.BEST: "Yes",
+    PlaceCheckVerdict.LIKELY: "Likely",
+    PlaceCheckVerdict.POSSIBLE: "Possibly",
+    PlaceCheckVerdict.UNLIKELY: "Unlikely",
+    PlaceCheckVerdict.VERY_UNLIKELY: "No, very unlikely",
+}
 
 ToolRunner = Callable[[PhotoSession, str, dict[str, object]], BaseModel]
 
@@ -144,6 +153,7 @@ class RuleAnswer:
     intent: str
     cited: list[str] = field(default_factory=list)  # qualified ids when several photos
     error: str | None = None
+    check: PlaceCheckSummary | None = None
 
 
 def intent_of(question: str) -> str | None:
@@ -223,10 +233,16 @@ class RuleEngine:
             parts.append(one)
         if not many:
             return parts[0]
-        text = " ".join(f"Photo {p.number} ({p.label}): {a.text}" for p, a in zip(focus, parts, strict=True))
+        text = " ".join(
+            f"Photo {p.number} ({p.label}): {_qualified(a.text, p.number)}"
+            for p, a in zip(focus, parts, strict=True)
+        )
         cited = [f"{p.number}:{i}" for p, a in zip(focus, parts, strict=True) for i in a.cited]
         errors = [a.error for a in parts if a.error]
-        return RuleAnswer(text, intent, cited, "; ".join(errors) if errors else None)
+        checks = [a.check for a in parts if a.check is not None]
+        return RuleAnswer(
+            text, intent, cited, "; ".join(errors) if errors else None, checks[0] if checks else None
+        )
 
     # -- one photo --
 
@@ -439,20 +455,36 @@ class RuleEngine:
             (r.place is None and best.place is not None and best.place.country_code == r.country_code)
             or (r.place is not None and point_distance_km(best.point, r.point) <= max(25.0, best.radius_km))
         )
+        kind = PlaceCheckVerdict.BEST
+        if not is_best and p is not None:
+            kind = (
+                PlaceCheckVerdict.LIKELY
+                if p >= 0.5
+                else PlaceCheckVerdict.POSSIBLE
+                if p >= 0.15
+                else PlaceCheckVerdict.UNLIKELY
+                if p >= 0.02
+                else PlaceCheckVerdict.VERY_UNLIKELY
+            )
+        summary = (
+            PlaceCheckSummary(
+                photo=photo.number,
+                hypothesis=subject,
+                level="country" if r.place is None else "place",
+                country_code=r.country_code,
+                probability=round(min(1.0, max(0.0, p)), 6),
+                rank=check.rank if check is not None and r.place is not None else None,
+                verdict=kind,
+            )
+            if p is not None
+            else None
+        )
         if is_best and best is not None:
             verdict = f"Yes: {subject} is the best answer ({best_name}, p={best.probability:.2f})."
         elif p is None:
             verdict = f"I could not check {subject}."
         else:
-            word = (
-                "Likely"
-                if p >= 0.5
-                else "Possibly"
-                if p >= 0.15
-                else "Unlikely"
-                if p >= 0.02
-                else "No, very unlikely"
-            )
+            word = _VERDICT_WORDS[kind]
             verdict = f"{word}: {subject} has p={p:.2f} as a {level}"
             if check is not None and r.place is not None:
                 verdict += f" (rank {check.rank} of {check.candidates} places)"
@@ -482,7 +514,7 @@ class RuleEngine:
             text += f" Nothing read in the photo speaks for or against {subject}."
         if error:
             text += f" ({error})"
-        return RuleAnswer(text, intent, [e.id for e in against + pro], error)
+        return RuleAnswer(text, intent, [e.id for e in against + pro], error, summary)
 
     # -- several photos --
 
@@ -604,6 +636,11 @@ def _listing(evidence: Sequence[Evidence], limit: int = 5) -> str:
         return "nothing read in the photo"
     shown = "; ".join(f"{e.value} [{e.id}]" for e in evidence[:limit])
     return shown + (f"; and {len(evidence) - limit} more" if len(evidence) > limit else "")
+
+
+def _qualified(text: str, number: int) -> str:
+    """``text`` with its evidence citations naming photo ``number`` ("[2:text.place.1]")."""
+    return re.sub(r"\[([a-z][a-z0-9_]*(?:\.[A-Za-z0-9_-]+)+)\]", rf"[{number}:\1]", text)
 
 
 def _sentence(text: str) -> str:
