@@ -171,6 +171,30 @@ def bomb_png() -> bytes:
     )
 
 
+def big_png(width: int, height: int, *, mode: str = "RGB") -> bytes:
+    """A valid ``width`` x ``height`` PNG (RGB, or L) made row by row, never held as an image:
+    bands of grey levels and a diagonal line, so it compresses to a few hundred KB however large
+    it is. For memory tests: generated at test time, never committed."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    channels, colour = (3, 2) if mode == "RGB" else (1, 0)
+    comp = zlib.compressobj(1)
+    idat = []
+    for y in range(height):
+        shade = 40 + (y * 8 // height) * 25
+        row = bytearray(bytes((shade, 120, 230 - shade)[:channels]) * width)
+        x = (y * width // height) * channels
+        row[x : x + channels] = b"\xff" * channels
+        idat.append(comp.compress(b"\x00" + bytes(row)))
+    idat.append(comp.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b"")
+
+
 def main() -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
     EXAMPLES.mkdir(parents=True, exist_ok=True)

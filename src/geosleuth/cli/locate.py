@@ -7,7 +7,6 @@ cache holds, and when no input can be used nothing heavy is built at all.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from geosleuth.errors import (
     EXIT_OK,
     EmptySourceError,
     ImageInputError,
-    ImageNotFoundError,
     InternalError,
     error_class,
     exit_code,
@@ -227,12 +225,10 @@ def check_inputs(inputs: list[str], settings: Settings) -> Inputs:
         if item == STDIN:
             candidates.append(Source(sys.stdin.buffer.read(), STDIN_NAME))
         elif path.is_dir():
-            files, skipped = find_images(path)
-            batch.skipped += skipped
-            candidates += [Source(str(f)) for f in files]
-            if not files and not os.access(path, os.R_OK | os.X_OK):
-                denied = ImageNotFoundError(item, "permission denied; check the folder's permissions")
-                batch.entries.append(_rejected(denied))
+            scan = find_images(path)
+            batch.skipped += scan.skipped
+            candidates += [Source(str(f)) for f in scan.images]
+            batch.entries += [_rejected(p) for p in scan.problems]
         else:
             candidates.append(Source(item))
         for src in candidates:
