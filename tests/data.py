@@ -134,6 +134,24 @@ def exif_bytes(
     return piexif.dump(data)
 
 
+def jpeg_with_exif(app1: bytes, *, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small JPEG carrying ``app1`` as its EXIF block, whatever it holds (for damaged metadata)."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, (90, 140, 60)).save(buf, format="JPEG", quality=80, exif=app1)
+    return buf.getvalue()
+
+
+def corrupt_exif_blocks() -> dict[str, bytes]:
+    """EXIF blocks damaged the ways files are: not TIFF at all, cut short, an offset pointing out."""
+    good = exif_bytes(lat=EIFFEL[0], lon=EIFFEL[1], offset="+02:00")
+    return {
+        "garbage": b"Exif\x00\x00" + bytes(random.Random(21).randbytes(60)),
+        "bad-header": b"Exif\x00\x00MM\x00+" + b"\x00" * 40,
+        "cut-short": good[:20],
+        "offset-outside": good[:10] + b"\xff\xff\xff\x00" + good[14:],
+    }
+
+
 def save(
     img: Image.Image, name: str, *, exif: bytes | None = None, folder: Path = FIXTURES, **kw: object
 ) -> Path:

@@ -3,6 +3,11 @@
 The inputs are checked before anything heavy is built (the gazetteer, OCR engines, models): a
 missing or unreadable file, or one that is not an image, is reported in milliseconds whatever the
 cache holds, and when no input can be used nothing heavy is built at all.
+
+With ``--json`` every input gets exactly one JSON object on stdout, in input order: a Prediction,
+or an error (``source``, ``error``, ``error_type``). That holds for one file as for a batch, and
+when the run itself fails (settings, an engine that cannot start): each input not yet answered
+then gets that error, so a script never has to parse stderr.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from geosleuth.cli.common import (
 from geosleuth.errors import (
     EXIT_OK,
     EmptySourceError,
+    GeoSleuthError,
     ImageInputError,
     InternalError,
     error_class,
@@ -106,44 +112,63 @@ def locate(
     setup_logging(verbose, quiet)
     from rich.console import Console
 
-    settings = locate_settings(
-        config,
-        cache_dir=cache_dir,
-        ignore_exif_gps=ignore_exif_gps,
-        offline=offline,
-        min_probability=min_probability,
-        ocr=ocr,
-        image_encoder=image_encoder,
-        index=index,
-        vlm_url=vlm_url,
-        vlm_model=vlm_model,
-        vlm_samples=vlm_samples,
-    )
-    batch = checked_inputs(inputs, settings)
-
-    from geosleuth.cli.render import print_prediction
     from geosleuth.schemas import LocateError
 
-    out = Console(soft_wrap=True, highlight=False)
-    err = Console(stderr=True, highlight=False)
-    many = len(batch.entries) > 1
+    batch: Inputs | None = None
+    answered = 0
     tally = _Tally()
-    for result, checked in _results(batch, settings, workers, err, show_progress=many and not quiet):
-        tally.add(result)
-        if isinstance(result, LocateError):
-            if not checked:  # the ones the checks rejected have had their line
-                _error(result)
-            if json_out and many:
-                print(result.model_dump_json())
-        elif json_out:
-            print(result.model_dump_json(indent=None if many else 2, exclude=None if trace else {"trace"}))
-        else:
-            print_prediction(out, result, trace=trace)
+    try:
+        settings = locate_settings(
+            config,
+            cache_dir=cache_dir,
+            ignore_exif_gps=ignore_exif_gps,
+            offline=offline,
+            min_probability=min_probability,
+            ocr=ocr,
+            image_encoder=image_encoder,
+            index=index,
+            vlm_url=vlm_url,
+            vlm_model=vlm_model,
+            vlm_samples=vlm_samples,
+        )
+        batch = checked_inputs(inputs, settings)
+
+        from geosleuth.cli.render import print_prediction
+
+        out = Console(soft_wrap=True, highlight=False)
+        err = Console(stderr=True, highlight=False)
+        many = len(batch.entries) > 1
+        for result, checked in _results(batch, settings, workers, err, show_progress=many and not quiet):
+            tally.add(result)
+            answered += 1
+            if isinstance(result, LocateError):
+                if not checked:  # the ones the checks rejected have had their line
+                    _error(result)
+                if json_out:
+                    print(result.model_dump_json(), flush=True)
+            elif json_out:
+                dump = result.model_dump_json(
+                    indent=None if many else 2, exclude=None if trace else {"trace"}
+                )
+                print(dump, flush=True)
+            else:
+                print_prediction(out, result, trace=trace)
+    except Exception as exc:
+        if json_out:  # the run broke off: every input not answered yet still gets its object
+            kind = type(exc).__name__ if isinstance(exc, GeoSleuthError) else InternalError.__name__
+            given = [Source(i, STDIN_NAME if i == STDIN else None) for i in inputs]
+            pending = batch.entries[answered:] if batch is not None else given
+            for entry in pending:
+                if not isinstance(entry, Source):  # its own error, found by the checks
+                    print(entry.model_dump_json())
+                    continue
+                print(LocateError(source=_name(entry), error=str(exc), error_type=kind).model_dump_json())
+        raise
     if many and not quiet:
         note = f", {batch.skipped} non-image files skipped" if batch.skipped else ""
         n = len(batch.entries)
         err.print(
-            f"[bold]{n} images:[/] {tally.located} located, {n - tally.located - tally.failed} too little "
+            f"[bold]{n} inputs:[/] {tally.located} located, {n - tally.located - tally.failed} too little "
             f"evidence, {tally.failed} failed{note}."
         )
     raise typer.Exit(tally.exit_code)
@@ -203,11 +228,9 @@ def locate_settings(
 
 
 def checked_inputs(inputs: list[str], settings: Settings) -> Inputs:
-    """:func:`check_inputs`, an error when nothing is an image, and each rejected input's line at
-    once: before anything heavy is built."""
+    """:func:`check_inputs`, and each rejected input's line at once: before anything heavy is
+    built."""
     batch = check_inputs(inputs, settings)
-    if not batch.entries:
-        raise EmptySourceError(f"no image files found in {', '.join(inputs)}")
     for bad in batch.rejected:
         _error(bad)
     return batch
@@ -215,7 +238,9 @@ def checked_inputs(inputs: list[str], settings: Settings) -> Inputs:
 
 def check_inputs(inputs: list[str], settings: Settings) -> Inputs:
     """Expand folders and ``-`` (stdin), and check each input as far as its header, without
-    building anything heavy: milliseconds per input."""
+    building anything heavy: milliseconds per input. What a folder holds that is named like a
+    photo but cannot be read (a broken link, a link loop, a pipe) is an error entry, and a folder
+    with no photo at all is one too: nothing given is dropped without a word."""
     from geosleuth.tools.image import check_image, find_images
 
     batch = Inputs()
@@ -229,6 +254,10 @@ def check_inputs(inputs: list[str], settings: Settings) -> Inputs:
             batch.skipped += scan.skipped
             candidates += [Source(str(f)) for f in scan.images]
             batch.entries += [_rejected(p) for p in scan.problems]
+            if not scan.images and not scan.problems:
+                others = f" ({scan.skipped} other files left out)" if scan.skipped else ""
+                empty = EmptySourceError(f"{item}: no image files in this folder{others}")
+                batch.entries.append(_failed(item, empty))
         else:
             candidates.append(Source(item))
         for src in candidates:
@@ -250,6 +279,19 @@ def _rejected(exc: ImageInputError) -> LocateError:
     from geosleuth.schemas import LocateError
 
     return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
+
+
+def _failed(source: str, exc: GeoSleuthError) -> LocateError:
+    from geosleuth.schemas import LocateError
+
+    reason = str(exc).removeprefix(f"{source}: ")
+    return LocateError(source=source, error=reason, error_type=type(exc).__name__)
+
+
+def _name(entry: Source | LocateError) -> str:
+    if isinstance(entry, Source):
+        return entry.name or str(entry.data)
+    return entry.source
 
 
 def _results(

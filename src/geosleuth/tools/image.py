@@ -663,9 +663,33 @@ def _exif_of(img: Image.Image) -> tuple[Image.Exif, int]:
         exif.get_ifd(GPS_IFD)
         exif.get_ifd(EXIF_IFD)
     except Exception as exc:  # Pillow raises many kinds on damaged metadata; none may lose the photo
-        warnings.warn(f"the EXIF block could not be parsed ({type(exc).__name__}: {exc})", stacklevel=2)
+        warnings.warn(
+            f"Corrupt EXIF data: it could not be parsed ({type(exc).__name__}: {exc})", stacklevel=2
+        )
         exif = Image.Exif()
+    if size and not len(exif) and isinstance(raw, bytes | bytearray):
+        problem = _exif_block_problem(bytes(raw))
+        if problem:  # Pillow drops a block it cannot read without a word
+            warnings.warn(f"Corrupt EXIF data: {problem}", stacklevel=2)
     return exif, size
+
+
+def _exif_block_problem(raw: bytes) -> str | None:
+    """Why an EXIF block from which nothing parsed is damaged; None when it is valid but empty."""
+    data = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
+    if not data:
+        return None
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return f"the block does not start with a TIFF header (it starts with {data[:8]!r})"
+    if len(data) < 10:
+        return f"the block is cut short ({len(raw)} bytes)"
+    order: Any = "little" if data[:2] == b"II" else "big"
+    offset = int.from_bytes(data[4:8], order)
+    if offset < 8 or offset + 2 > len(data):
+        return f"its first directory is at byte {offset}, outside the {len(data)}-byte block"
+    if int.from_bytes(data[offset : offset + 2], order) == 0:
+        return None
+    return "its entries could not be read (the block is cut short or its offsets point outside it)"
 
 
 def _orientation(exif: Image.Exif) -> int:
