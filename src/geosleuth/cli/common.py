@@ -30,12 +30,14 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on st
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    """Logging for one command: warnings by default, -v info, -vv debug, -q errors only. Python
-    warnings (Pillow's, a library's deprecation) become log records, so they reach stderr
-    formatted like every other message, or not at all with -q."""
+    """Logging for one command: warnings by default, -v info, -vv debug, -q errors only (and no
+    progress). Python warnings (Pillow's, a library's deprecation) become log records, so they
+    reach stderr formatted like every other message, or not at all with -q."""
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     from rich.console import Console
     from rich.logging import RichHandler
+
+    from geosleuth import progress
 
     logging.basicConfig(
         level=level,
@@ -44,6 +46,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+    progress.set_enabled(not quiet)
 
 
 def error_line(message: str) -> None:

@@ -40,8 +40,6 @@ from geosleuth.errors import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from geosleuth.agents.pipeline import Locator
     from geosleuth.config import Settings
     from geosleuth.schemas import LocateError, Prediction
@@ -138,7 +136,7 @@ def locate(
         out = Console(soft_wrap=True, highlight=False)
         err = Console(stderr=True, highlight=False)
         many = len(batch.entries) > 1
-        for result, checked in _results(batch, settings, workers, err, show_progress=many and not quiet):
+        for result, checked in _results(batch, settings, workers, show_progress=many):
             tally.add(result)
             answered += 1
             if isinstance(result, LocateError):
@@ -295,7 +293,7 @@ def _name(entry: Source | LocateError) -> str:
 
 
 def _results(
-    batch: Inputs, settings: Settings, workers: int, err: Console, *, show_progress: bool
+    batch: Inputs, settings: Settings, workers: int, *, show_progress: bool
 ) -> Iterator[tuple[Prediction | LocateError, bool]]:
     """Each entry's result in input order, and whether it is the checks' (not the pipeline's). The
     locator is built only when an input can be used."""
@@ -304,43 +302,33 @@ def _results(
         for error in batch.rejected:
             yield error, True
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from geosleuth.progress import Progress
 
-    locator = _locator(settings, err)
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not show_progress,
-    )
-    with progress:
-        task = progress.add_task("locating", total=len(batch.entries))
+    locator = _locator(settings)
+    with Progress(
+        "locating", len(batch.entries), unit="photos", enabled=None if show_progress else False
+    ) as bar:
         located = locator.locate_many(
             [s.data for s in usable],
             names=[s.name for s in usable],
             workers=workers,
-            on_done=lambda _: progress.advance(task),
+            on_done=lambda _: bar.advance(),
         )
         for entry in batch.entries:
             if isinstance(entry, Source):
                 yield next(located), False
             else:
-                progress.advance(task)
+                bar.advance()
                 yield entry, True
 
 
-def _locator(settings: Settings, err: Console) -> Locator:
-    """The pipeline, with the gazetteer built (once per cache, with a spinner while it is)."""
+def _locator(settings: Settings) -> Locator:
+    """The pipeline, with the gazetteer built (once per cache; the build says so, on a terminal
+    or not)."""
     from geosleuth.agents.pipeline import Locator, build_deps
 
     locator = Locator(deps=build_deps(settings))
-    gazetteer = locator.deps.gazetteer
-    if not gazetteer.is_built:
-        with err.status(f"Building the offline gazetteer in {gazetteer.cache_dir} (once, about 20 s)..."):
-            gazetteer.ensure_built()
+    locator.deps.gazetteer.ensure_built()
     return locator
 
 
