@@ -190,3 +190,19 @@ def test_a_gps_time_of_the_wrong_length_is_a_reason_not_a_crash(gazetteer):
     assert rep.gps is not None and rep.utc_offset_minutes is None
     bad = next(e for e in rep.evidence if e.id == "exif.offset-gps")
     assert "GPSTimeStamp has 2 values where EXIF requires 3" in bad.reason
+
+
+def test_a_gps_time_that_is_no_time_of_day_is_a_reason_not_an_overflow(gazetteer):
+    import piexif
+
+    from data import EIFFEL, exif_bytes, jpeg_with_exif
+
+    hours = ((2**32 - 1, 1), (0, 1), (0, 1))  # found by the fuzzer: datetime overflowed
+    data = exif_bytes(
+        lat=EIFFEL[0],
+        lon=EIFFEL[1],
+        gps={piexif.GPSIFD.GPSDateStamp: b"2024:07:14", piexif.GPSIFD.GPSTimeStamp: hours},
+    )
+    rep = read_exif(open_image(jpeg_with_exif(data)), gazetteer)
+    assert rep.gps is not None and rep.utc_offset_minutes is None
+    assert "is not a time of day" in next(e for e in rep.evidence if e.id == "exif.offset-gps").reason

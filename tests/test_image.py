@@ -262,3 +262,37 @@ def test_opening_a_large_png_holds_about_one_decode(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert float(out.stdout) < 192 * 1.6, out.stdout
+
+
+def test_libtiffs_decoding_errors_do_not_reach_stderr(tmp_path):
+    """libtiff prints its errors straight to stderr; the loader turns that off (the error is the
+    photo's pixel_error). Found by the fuzzer."""
+    import subprocess
+    import sys
+
+    data = bytearray(fixture("mode_16bit.tif").read_bytes())
+    for i in range(200, 260):  # damage the deflated strip
+        data[i] ^= 0x55
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(bytes(data))
+    code = (
+        "import sys; from geosleuth.tools.image import open_image; print(open_image(sys.argv[1]).pixel_error)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert "truncated or corrupt" in out.stdout and out.stderr == ""
+
+
+def test_a_tiff_field_of_the_wrong_type_is_damaged_pixels_not_a_crash():
+    """StripOffsets (tag 273) written as a RATIONAL: Pillow raises TypeError while decoding. Found
+    by the fuzzer; the photo loads with its metadata and the reason."""
+    import struct
+
+    data = bytearray(fixture("exif_gps.tif").read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for k in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        entry = ifd + 2 + 12 * k
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 273:
+            data[entry + 2 : entry + 4] = struct.pack("<H", 5)  # LONG -> RATIONAL
+    img = open_image(bytes(data))
+    assert img.rgb is None and "IFDRational" in img.pixel_error
+    assert len(img.exif.get_ifd(0x8825)) > 0  # the GPS survives

@@ -46,6 +46,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+    # Pillow logs what it then raises (we report that) and, at debug level, every chunk it reads.
+    logging.getLogger("PIL").setLevel(logging.CRITICAL if verbose < 2 else logging.INFO)
     progress.set_enabled(not quiet)
 
 

@@ -188,6 +188,8 @@ def _gps_utc(gps: dict[int, Any]) -> datetime:
         day = datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)))
     except ValueError as exc:
         raise _Bad(f"GPSDateStamp {date_text!r} is not a real date") from exc
+    if not (0 <= h < 24 and 0 <= mi < 60 and 0 <= s < 61):  # 60: a leap second
+        raise _Bad(f"GPSTimeStamp {h:g}:{mi:g}:{s:g} is not a time of day")
     return day + timedelta(hours=h, minutes=mi, seconds=s)
 
 

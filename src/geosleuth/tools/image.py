@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import stat
+import struct
 import threading
 import warnings
 from collections.abc import Iterator
@@ -112,6 +113,22 @@ _UPRIGHT = {
 }
 
 Box = tuple[float, float, float, float]
+# What Pillow raises on damaged data: its decoders' OSError and SyntaxError, and, from plugins that
+# trust a field's type or range, TypeError (an IFDRational where an int belongs), IndexError,
+# KeyError, ZeroDivisionError, OverflowError, struct.error (found by scripts/fuzz.py).
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    TypeError,
+    IndexError,
+    KeyError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+)
+PIXEL_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, Image.DecompressionBombError)
 
 # Pillow's pixel limit and the warnings filters are process-wide; holding this while they are
 # changed also keeps a batch's threads to one full-size decode at a time.
@@ -128,7 +145,32 @@ def _register_heif() -> None:
             pillow_heif.register_heif_opener()
         except ImportError:  # pragma: no cover - pillow-heif is a core dependency
             log.warning("pillow-heif is not installed: HEIC/HEIF photos cannot be read")
+        _quiet_libtiff()
         _heif_registered = True
+
+
+def _quiet_libtiff() -> None:
+    """Stop libtiff printing its decoding errors straight to stderr ("ZIPDecode: Decoding error at
+    scanline 0, ..."): Pillow silences libtiff's warnings but not its errors, and raises each as an
+    OSError too, which becomes the photo's ``pixel_error``, so the raw line is only noise beside the
+    one line a failure gets. Linux only (the library is found in /proc/self/maps; Pillow's wheels
+    bundle their own libtiff, which no name lookup would find); elsewhere nothing changes."""
+    import ctypes
+
+    import PIL._imaging  # noqa: F401 - Pillow's C core, which loads the libtiff it links
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            mapped = (ln.split()[-1] for ln in maps if "/libtiff" in ln)
+            path = next(mapped, None)
+        if path is None:
+            return
+        lib = ctypes.CDLL(path)
+        lib.TIFFSetErrorHandler.restype = ctypes.c_void_p
+        lib.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
+        lib.TIFFSetErrorHandler(None)
+    except (OSError, AttributeError) as exc:  # no /proc, or not the libtiff we know
+        log.debug("libtiff's error messages stay on stderr: %s", exc)
 
 
 @dataclass(frozen=True)
@@ -247,7 +289,7 @@ class LoadedImage:
                             min(img.size[1], math.ceil(sy1 * ky)),
                         )
                     )
-            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            except DECODE_ERRORS as exc:
                 if isinstance(exc, ImageInputError):
                     raise
                 raise CorruptImageError(
@@ -535,7 +577,7 @@ def _open_header(label: str, fp: IO[bytes], head: bytes, max_pixels: int) -> Ima
             label,
             f"not an image file in any known format (starts with {head[:8]!r}); supported: {SUPPORTED_LIST}",
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except DECODE_ERRORS as exc:
         raise CorruptImageError(label, f"the image header is damaged ({exc})") from exc
     if img.format not in SUPPORTED_FORMATS:
         img.close()
@@ -598,7 +640,7 @@ def _finish(
     levels: tuple[float, float] | None = None
     try:
         rgb, levels = _decode_working(img, max_side=max_side, draft_side=draft_side, own=src.image is None)
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+    except PIXEL_ERRORS as exc:
         pixel_error = f"the pixel data is truncated or corrupt ({exc})"
         log.info("%s: %s", label, pixel_error)
     # After decoding: a PNG's eXIf chunk may follow its pixel data.
@@ -654,12 +696,13 @@ def _fit(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
 
 
 def _exif_of(img: Image.Image) -> tuple[Image.Exif, int]:
-    """The EXIF block parsed (its GPS and Exif sub-blocks too, so Pillow's warnings about them come
-    now, with the file's name) and the size of the raw block."""
+    """The EXIF block parsed, every value decoded (its GPS and Exif sub-blocks too), so Pillow's
+    warnings about it come now, with the file's name; and the size of the raw block."""
     raw = img.info.get("exif")
     size = len(raw) if isinstance(raw, bytes | bytearray) else 0
     try:
         exif = img.getexif()
+        dict(exif)  # Pillow decodes values on first access: now, while its warnings are caught
         exif.get_ifd(GPS_IFD)
         exif.get_ifd(EXIF_IFD)
     except Exception as exc:  # Pillow raises many kinds on damaged metadata; none may lose the photo
