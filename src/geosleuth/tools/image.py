@@ -77,8 +77,6 @@ IMAGE_SUFFIXES = {
     ".gif",
     ".bmp",
 }
-# Pillow refuses images above twice this on open; we apply our own (configurable) limit instead.
-PILLOW_DEFAULT_MAX_PIXELS = 89_478_485
 # 100 M pixels (a 10000 x 10000 scan, a 108-megapixel phone photo just above): decoding one costs
 # about 400 MB, which with the engines keeps a run near 1 GB. Settings.max_image_pixels has the same
 # default (a test checks).
@@ -269,7 +267,7 @@ class LoadedImage:
         if self.rgb is None or src is None:
             raise CorruptImageError(self.source, self.pixel_error or "its pixels were not kept")
         sx0, sy0, sx1, sy1 = _stored_box((x0, y0, x1, y1), self.orientation, (self.width, self.height))
-        with _reading(src.max_pixels) as caught:
+        with _reading() as caught:
             try:
                 with src.open() as img:
                     if getattr(img, "n_frames", 1) > 1:
@@ -470,7 +468,7 @@ def check_image(
         label = name or "<bytes>"
         data = bytes(source)
         _check_bytes(label, data, max_bytes)
-        with _reading(max_pixels) as caught:
+        with _reading() as caught:
             img = _open_header(label, io.BytesIO(data), data[:1024], max_pixels)
             img.close()
         _log_warnings(label, caught)
@@ -493,7 +491,7 @@ def _header(
             fh.seek(0)
         except OSError as exc:
             raise CorruptImageError(label, f"could not be read ({exc.strerror or exc})") from exc
-        with _reading(max_pixels) as caught:
+        with _reading() as caught:
             img = _open_header(label, fh, head, max_pixels)
             try:
                 yield img, caught
@@ -527,7 +525,7 @@ def open_image(
     if isinstance(source, Image.Image):
         label = name or "<image>"
         n, digest = _pixel_digest(source)
-        with _reading(max_pixels) as caught:
+        with _reading() as caught:
             loaded = _finish(
                 label, source, n, digest, _Source(label, max_pixels, image=source), max_side, None
             )
@@ -538,7 +536,7 @@ def open_image(
         data = bytes(source)
         _check_bytes(label, data, max_bytes)
         digest = hashlib.sha256(data).hexdigest()
-        with _reading(max_pixels) as caught:
+        with _reading() as caught:
             img = _open_header(label, io.BytesIO(data), data[:1024], max_pixels)
             src = _Source(label, max_pixels, data=data, sha256=digest)
             try:
@@ -593,15 +591,15 @@ def _open_header(label: str, fp: IO[bytes], head: bytes, max_pixels: int) -> Ima
 
 
 @contextmanager
-def _reading(max_pixels: int) -> Iterator[list[warnings.WarningMessage]]:
-    """Hold the decode lock, apply our own pixel limit instead of Pillow's (lifting Pillow's refusal
-    when the user allowed more than it would) and collect what Pillow warns about, for the caller to
-    log with the file's name: all three are process-wide state."""
+def _reading() -> Iterator[list[warnings.WarningMessage]]:
+    """Hold the decode lock, lift Pillow's own pixel limit (ours is checked right after the header
+    is read, before any pixel is decoded, and names the declared size and the setting to change) and
+    collect what Pillow warns about, for the caller to log with the file's name: all three are
+    process-wide state."""
     with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         old = Image.MAX_IMAGE_PIXELS
-        if max_pixels > 2 * PILLOW_DEFAULT_MAX_PIXELS:
-            Image.MAX_IMAGE_PIXELS = None
+        Image.MAX_IMAGE_PIXELS = None
         try:
             yield caught
         finally:
