@@ -63,6 +63,14 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
 
 
+@pytest.fixture(autouse=True)
+def _progress_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run with -q turns progress off for its process; in tests every command shares one."""
+    import geosleuth.progress
+
+    monkeypatch.setattr(geosleuth.progress, "_enabled", True)
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     return Path(os.environ["GEOSLEUTH_CACHE_DIR"])

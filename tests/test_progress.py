@@ -105,6 +105,15 @@ def test_index_builds_and_locate_batches_print_progress_lines(tmp_path, monkeypa
     assert res.exit_code == 0, res.output
     assert re.search(r"^locating: 3/3 photos \(100%\).*\(done in", res.stderr, re.M)
     pytest.importorskip("faiss")
+    from geosleuth.retrieval.pixel import PixelEncoder
+
+    real = PixelEncoder.encode
+
+    def slow(self, images):  # type: ignore[no-untyped-def]  # two photos must outlast an interval
+        time.sleep(0.05)
+        return real(self, images)
+
+    monkeypatch.setattr(PixelEncoder, "encode", slow)
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("exif_gps.jpg", "exif_gps_south_west.jpg"):
