@@ -85,6 +85,17 @@ def test_exif_orientation_is_applied():
     assert img.rgb.width > img.rgb.height  # upright after the orientation tag
 
 
+def test_upright_pixels_do_not_carry_the_orientation_to_be_turned_again():
+    from geosleuth.tools.image import to_rgb
+
+    img = open_image(fixture("exif_orientation.jpg"))
+    # what the stages do with the working copy (a VLM resize, an encoder) must not rotate it again
+    assert to_rgb(img.rgb).size == img.rgb.size and not img.rgb.getexif()
+    once = to_rgb(Image.open(fixture("exif_orientation.jpg")))
+    assert to_rgb(once).size == once.size == img.rgb.size
+    assert img.region().size == img.rgb.size
+
+
 def test_bytes_and_pil_inputs():
     data = fixture("exif_gps.jpg").read_bytes()
     a = open_image(data)

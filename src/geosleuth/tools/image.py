@@ -294,7 +294,7 @@ class LoadedImage:
                     self.source, f"its pixels could not be decoded again ({exc})"
                 ) from exc
         _log_warnings(self.source, caught)
-        return _orient(_to_rgb_sized(crop, crop.size, src.levels), self.orientation)
+        return _upright(_to_rgb_sized(crop, crop.size, src.levels), self.orientation)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -645,7 +645,7 @@ def _finish(
     exif, exif_bytes = _exif_of(img)
     orientation = _orientation(exif)
     if rgb is not None:
-        rgb = _orient(rgb, orientation)
+        rgb = _upright(rgb, orientation)
     return LoadedImage(
         source=label,
         format=img.format or "unknown",
@@ -741,9 +741,14 @@ def _orientation(exif: Image.Exif) -> int:
     return value if value in _UPRIGHT else 1
 
 
-def _orient(img: Image.Image, orientation: int) -> Image.Image:
+def _upright(img: Image.Image, orientation: int) -> Image.Image:
+    """``img`` (a fresh image of ours) turned upright, with the file's metadata dropped from its
+    ``info``: the orientation tag no longer applies to these pixels (a second :func:`to_rgb` would
+    turn them again), and the EXIF is :attr:`LoadedImage.exif`."""
     method = _UPRIGHT.get(orientation)
-    return img.transpose(method) if method is not None else img
+    out = img.transpose(method) if method is not None else img
+    out.info = {}
+    return out
 
 
 def _stored_box(
@@ -871,4 +876,4 @@ def to_rgb(img: Image.Image, *, max_side: int | None = None) -> Image.Image:
         log.debug("ignoring unreadable EXIF orientation: %s", exc)
         orientation = 1
     levels = _levels(img) if img.mode in HIGH_DEPTH else None
-    return _orient(_to_rgb_sized(img, _fit(img.size, max_side), levels), orientation)
+    return _upright(_to_rgb_sized(img, _fit(img.size, max_side), levels), orientation)
