@@ -414,3 +414,12 @@ def test_loaded_conversation_without_its_photo_says_so(locator, tmp_path: Path) 
     hint = back.ask("it was taken in Portugal")
     assert hint.error is not None and ImageInputError.__name__ in hint.error and hint.hints == []
     assert len(back.turns) == 3
+
+
+def test_a_hint_is_recorded_even_if_its_stream_is_closed(locator) -> None:  # type: ignore[no-untyped-def]
+    conv = Conversation(locator, [EXAMPLE])
+    stream = conv.stream("it was taken in France")
+    first = next(stream)
+    stream.close()
+    assert isinstance(first, str) and "hint.1" in first
+    assert [t.hints[0].id for t in conv.turns] == ["hint.1"]  # the evidence changed: the turn says so

@@ -124,7 +124,8 @@ class Conversation:
 
     def stream(self, question: str) -> Iterator[str | Turn]:
         """Answer ``question`` as it is written: text pieces, then the :class:`Turn`. Closing the
-        iterator early cancels the answer; the conversation then holds no turn for it."""
+        iterator early cancels the answer; the conversation then holds no turn for it. (A hint is
+        not streamed: it changes the evidence, so its turn is recorded before its text comes.)"""
         question = _checked(question)
         with self._lock:
             t0 = time.perf_counter()
@@ -132,13 +133,14 @@ class Conversation:
             new_hints: list[Hint] = []
             changes: list[RankChange] = []
             engine_name = "rules"
+            held = False  # the answer's text comes after the turn is recorded
             if H.is_insist(question) and any(h.status == HintStatus.CONFLICT for h in self.hints):
                 answer = self._safely(lambda: self._insist(new_hints, changes))
-                yield answer.text
+                held = True
             elif (parsed := H.parse_hint(self.gazetteer, question)) is not None:
                 hint = parsed
                 answer = self._safely(lambda: self._hint(question, hint, new_hints, changes))
-                yield answer.text
+                held = True
             elif self.engine is not None:
                 engine_name = self.engine.name
                 answer = yield from self._with_fallback(question)
@@ -153,7 +155,8 @@ class Conversation:
                     "no such evidence in the prediction.)"
                 )
                 text += note
-                yield note
+                if not held:
+                    yield note
             focus = mentioned_photos(question, len(self.photos)) or [1]
             turn = Turn(
                 index=len(self.turns) + 1,
@@ -176,6 +179,8 @@ class Conversation:
             )
             self._step = None
             self.turns.append(turn)
+            if held:
+                yield turn.answer
             yield turn
 
     async def astream(self, question: str) -> AsyncIterator[str | Turn]:
