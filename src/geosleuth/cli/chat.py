@@ -102,8 +102,9 @@ def chat(
     becomes evidence, and a conflict with hard evidence is named, not hidden. Without --vlm-url the
     answers come from the evidence by rule; questions about the scene need a VLM.
 
-    Interactive when stdin and stdout are terminals: /help, /save FILE, /load FILE, /report FILE [N],
-    /quit; end a line with \\ to go on to the next; Ctrl-C stops an answer; Ctrl-D quits.
+    Interactive when stdin and stdout are terminals (and no --ask or --json).
+    Commands: /help, /save FILE, /load FILE, /report FILE [N], /quit.
+    End a line with \\ to go on to the next; Ctrl-C stops an answer; Ctrl-D quits.
 
     \b
     Examples:

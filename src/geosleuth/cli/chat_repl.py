@@ -25,7 +25,6 @@ import shlex
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -151,29 +150,25 @@ class ReadlineReader:
             self._readline.write_history_file(self._history)
 
 
-@dataclass
 class _Answer:
-    """One answer running in a worker thread: its pieces and Turn come through ``items``."""
+    """One answer running in a worker thread: its pieces, then its Turn (or an error), come through
+    ``items``. Cancelled, the stream is closed at its next piece."""
 
-    conv: Conversation
-    question: str
-
-    def __post_init__(self) -> None:
+    def __init__(self, conv: Conversation, question: str) -> None:
+        self.conv = conv
+        self.question = question
+        self.turns_before = len(conv.turns)
+        self.noted = False  # whether the user was told a cancelled answer was recorded anyway
         self.items: queue.Queue[object] = queue.Queue()
         self.cancelled = threading.Event()
-        self.late: Turn | None = None  # finished although cancelled: it was recorded
         self.thread = threading.Thread(target=self._work, name="geosleuth-chat-answer", daemon=True)
         self.thread.start()
 
     def _work(self) -> None:
-        from geosleuth.chat import Turn
-
         stream = self.conv.stream(self.question)
         try:
             for item in stream:
                 if self.cancelled.is_set():
-                    if isinstance(item, Turn):
-                        self.late = item
                     return  # the finally closes the stream: no turn is recorded
                 self.items.put(item)
         except BaseException as exc:  # handed to the main thread
@@ -181,6 +176,12 @@ class _Answer:
         finally:
             stream.close()  # type: ignore[attr-defined]
             self.items.put(_DONE)
+
+    def recorded_anyway(self) -> Turn | None:
+        """The turn of a cancelled answer that had already finished (it is in the conversation)."""
+        if not self.cancelled.is_set() or self.thread.is_alive() or len(self.conv.turns) <= self.turns_before:
+            return None
+        return self.conv.turns[self.turns_before]
 
 
 _DONE = object()
@@ -236,33 +237,32 @@ class Session:
             return None
         job = _Answer(self.conv, question)
         self._running = job
+        item: object = None
         wrote = False
         try:
-            while True:
+            while not isinstance(item, Turn | BaseException) and item is not _DONE:
                 try:
                     item = job.items.get(timeout=POLL_S)
                 except queue.Empty:
                     continue
-                if item is _DONE:
-                    return None  # the stream ended without a turn (cannot happen; be safe)
-                if isinstance(item, BaseException):
-                    if wrote:
-                        print()
-                    _turn_error(item)
-                    return None
-                if isinstance(item, Turn):
-                    if wrote:
-                        print()
-                    self._footer(item)
-                    return item
-                assert isinstance(item, str)
-                sys.stdout.write(item)
-                sys.stdout.flush()
-                wrote = True
+                if isinstance(item, str):
+                    sys.stdout.write(item)
+                    sys.stdout.flush()
+                    wrote = True
         except KeyboardInterrupt:
-            job.cancelled.set()
-            self.out.print(("\n" if wrote else "") + "[yellow](answer stopped; nothing was recorded)[/]")
+            if not isinstance(item, Turn):  # else it came just before Ctrl-C: it stands
+                job.cancelled.set()
+                self.out.print(("\n" if wrote else "") + "[yellow](answer stopped; nothing was recorded)[/]")
+                return None
+        if wrote:
+            print()
+        if isinstance(item, BaseException):
+            _turn_error(item)
             return None
+        if not isinstance(item, Turn):
+            return None  # the stream ended without a turn (it cannot; be safe)
+        self._footer(item)
+        return item
 
     def _wait_for_cancelled(self) -> bool:
         """A stopped answer may still be finishing a tool call: wait for it (Ctrl-C gives up)."""
@@ -280,11 +280,12 @@ class Session:
 
     def _late_note(self) -> None:
         job = self._running
-        if job is not None and job.late is not None:
+        late = job.recorded_anyway() if job is not None and not job.noted else None
+        if job is not None and late is not None:
+            job.noted = True
             self.out.print(
-                f"[dim](the stopped answer had already finished; it is kept as turn {job.late.index})[/]"
+                f"[dim](the stopped answer had already finished; it is kept as turn {late.index})[/]"
             )
-            job.late = None
 
     def _footer(self, turn: Turn) -> None:
         bits = []
