@@ -436,3 +436,11 @@ def test_either_or_checks_both(paris: Conversation) -> None:
 def test_probability_of_a_place(paris: Conversation) -> None:
     turn = paris.ask("What is the probability of Spain?")
     assert turn.check is not None and turn.check.country_code == "ES"
+
+
+def test_the_gps_argues_against_elsewhere(locator) -> None:  # type: ignore[no-untyped-def]
+    conv = Conversation(locator, [fixture("exif_gps.jpg")])  # GPS at the Eiffel tower
+    turn = conv.ask("Could it be Spain?")
+    assert turn.check is not None and turn.check.verdict == "very_unlikely"
+    assert turn.cited_evidence[0] == "exif.gps"
+    assert "exif.gps" not in conv.ask("Could it be Paris?").cited_evidence

@@ -28,7 +28,7 @@ from geosleuth.errors import GeoSleuthError
 from geosleuth.gazetteer import Gazetteer
 from geosleuth.geo import point_distance_km
 from geosleuth.report.content import build_content
-from geosleuth.schemas import Candidate, Evidence, EvidenceKind, Prediction
+from geosleuth.schemas import Candidate, CandidateSource, Evidence, EvidenceKind, Prediction
 
 _VERDICT_WORDS = {
     PlaceCheckVerdict.BEST: "Yes",
@@ -507,6 +507,9 @@ class RuleEngine:
             )
         against = opposing(pred, r.country_code)
         pro = supporting(pred, r.country_code)
+        gps = _gps_against(pred, r)
+        if gps is not None:
+            against = [gps, *against]
         text = verdict
         if against and not is_best:
             text += f" Against {subject}: {_listing(against)}."
@@ -631,6 +634,19 @@ def opposing(pred: Prediction, cc: str) -> list[Evidence]:
     """Evidence that points away from country ``cc``, strongest first."""
     ev = [e for e in pred.evidence if _locating(e) and e.countries.get(cc, 0.0) < 0.1]
     return sorted(ev, key=lambda e: -e.weight)
+
+
+def _gps_against(pred: Prediction, r: Resolved) -> Evidence | None:
+    """The EXIF GPS position, when it was used and lies outside the hypothesis."""
+    gps = next((c for c in pred.candidates if c.source == CandidateSource.EXIF and c.place is not None), None)
+    ev = _evidence(pred, "exif.gps")
+    if gps is None or gps.place is None or ev is None or not ev.usable:
+        return None
+    if r.place is None:
+        outside = gps.place.country_code != r.country_code
+    else:
+        outside = point_distance_km(gps.point, r.point) > max(50.0, 2 * r.radius_km)
+    return ev if outside else None
 
 
 def _evidence(pred: Prediction, eid: str) -> Evidence | None:
