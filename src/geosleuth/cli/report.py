@@ -30,6 +30,14 @@ def report(
     ignore_exif_gps: Annotated[
         bool, typer.Option("--ignore-exif-gps", help="Do not take the EXIF GPS position as the answer.")
     ] = False,
+    redact_exif: Annotated[
+        bool,
+        typer.Option(
+            "--redact-exif",
+            help="Leave the photo's metadata values out of the report (GPS, time, camera, captions); "
+            "a GPS answer is coarsened to about 10 km.",
+        ),
+    ] = False,
     ocr: Annotated[
         str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract, none.")
     ] = None,
@@ -65,11 +73,13 @@ def report(
       geosleuth report photos/ --out reports/ --ignore-exif-gps
       geosleuth report photo.jpg --out photo.md --format md
       geosleuth report sensitive.jpg --out r.html --no-photo
+      geosleuth report source.jpg --out r.html --redact-exif
     """
     setup_logging(verbose, quiet)
     from geosleuth.report import (
         SUFFIX,
         IndexEntry,
+        redact,
         render_report,
         safe_name,
         thumbnail,
@@ -116,6 +126,8 @@ def report(
             _error(_rejected(exc))
             entries.append(IndexEntry(None, name, None, error=exc.reason))
             continue
+        if redact_exif:  # before anything uses it: the index's table and map too
+            pred = redact.redact_exif(pred)
         image = None if no_photo else state.image.rgb
         text = render_report(pred, format, image=image, command=argv, photo_max_side=photo_max_side)  # type: ignore[arg-type]
         path = out if single else out / safe_name(name, i, SUFFIX[format])

@@ -1,6 +1,7 @@
 """Explainable geolocation reports: one file an analyst can open, read, defend and share.
 
 * :func:`render_report`: a :class:`~geosleuth.schemas.Prediction` as HTML, Markdown or JSON;
+* :func:`redact_exif`: the same prediction without the photo's metadata values, to share;
 * :func:`write_report` / :func:`write_index`: files on disk (one per photo, and an index).
 
 Reports are made from a Prediction alone (plus, optionally, the photo to embed), so `locate`,
@@ -18,9 +19,11 @@ from typing import Literal
 
 from PIL import Image
 
+from geosleuth.report import redact
 from geosleuth.report.basemap import load_basemap, point_xy, view_box, view_box_attr
 from geosleuth.report.html import csp, embed_photo, render_html, source_text, stylesheet
 from geosleuth.report.markdown import render_markdown
+from geosleuth.report.redact import redact_exif
 from geosleuth.schemas import Prediction
 
 ReportFormat = Literal["html", "md", "json"]
@@ -36,8 +39,13 @@ def render_report(
     image: Image.Image | None = None,
     command: str | None = None,
     photo_max_side: int = 1024,
+    redact_exif: bool = False,
 ) -> str:
-    """The report of ``prediction`` as text in ``format``."""
+    """The report of ``prediction`` as text in ``format``. ``redact_exif``: made from
+    :func:`~geosleuth.report.redact.redact_exif` of it, so no format shows the photo's raw
+    metadata values (GPS, time, camera, captions)."""
+    if redact_exif:
+        prediction = redact.redact_exif(prediction)  # the argument hides the function's name
     if format == "html":
         return render_html(prediction, image=image, command=command, photo_max_side=photo_max_side)
     if format == "md":
@@ -136,6 +144,7 @@ def write_index(entries: list[IndexEntry], folder: Path) -> Path:
 __all__ = [
     "IndexEntry",
     "ReportFormat",
+    "redact_exif",
     "render_report",
     "safe_name",
     "thumbnail",

@@ -40,6 +40,8 @@ class Answer:
     radius_km: float | None
     regions: list[tuple[float, float]]  # (level, area km²)
     sentence: str  # the one-paragraph account
+    coords: str = ""  # the point as written: 5 decimals, or 1 when coarsened
+    coarsened: bool = False  # the point is the photo's GPS, rounded (--redact-exif)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Hypothesis:
     candidate: Candidate
     supporting: list[str]
     opposing: list[str]
+    where: str  # its coordinates as written (coarsened with the GPS they came from)
 
 
 @dataclass(frozen=True)
@@ -96,14 +99,23 @@ class ReportContent:
     stages_not_run: list[tuple[str, str, str]]  # name, status, why
     neighbours: list[tuple[LatLon, str]] = field(default_factory=list)
     command: str | None = None
-    exif_gps: LatLon | None = None
+    exif_gps: str | None = None  # the photo's GPS metadata, as written (or the redaction marker)
+    redaction: str | None = None  # what was removed before sharing, in plain words
 
 
 def build_content(pred: Prediction, *, command: str | None = None) -> ReportContent:
     """Everything a report shows about ``pred``, in reading order."""
     evidence = {e.id: e for e in pred.evidence}
     answer = _answer(pred)
-    gps = next((e for e in pred.evidence if e.kind == EvidenceKind.GPS and e.usable and e.point), None)
+    gps = next(
+        (e for e in pred.evidence if e.kind == EvidenceKind.GPS and e.usable and e.tool == "exif"), None
+    )
+    if gps is None:
+        exif_gps = None
+    elif gps.point is not None:
+        exif_gps = str(gps.point)
+    else:  # redacted: the field existed, its value is gone
+        exif_gps = gps.details.get("lat") if isinstance(gps.details.get("lat"), str) else "withheld"
     return ReportContent(
         title=pred.source,
         prediction=pred,
@@ -111,7 +123,7 @@ def build_content(pred: Prediction, *, command: str | None = None) -> ReportCont
         steps=_steps(pred, evidence),
         against=_sentences(pred.explanation, ("Against it:", "The runner-up had the edge")),
         demoted=_sentences(pred.explanation, ("Demoted:",)),
-        hypotheses=[_hypothesis(i + 1, c) for i, c in enumerate(pred.candidates[:MAX_HYPOTHESES])],
+        hypotheses=[_hypothesis(pred, i + 1, c) for i, c in enumerate(pred.candidates[:MAX_HYPOTHESES])],
         samples=_samples(pred),
         boxes=_boxes(pred),
         gaps=_gaps(pred),
@@ -125,7 +137,8 @@ def build_content(pred: Prediction, *, command: str | None = None) -> ReportCont
             if CandidateSource.NEIGHBOUR.value in (c.sources or [c.source.value])
         ],
         command=command,
-        exif_gps=gps.point if gps is not None else None,
+        exif_gps=exif_gps,
+        redaction=pred.redaction.note if pred.redaction is not None else None,
     )
 
 
@@ -140,6 +153,9 @@ def _answer(pred: Prediction) -> Answer:
         label = best.place.short() if best.place else best.label
     else:
         label = "Too little evidence for a location"
+    coarsened = (
+        located and pred.basis == "exif-gps" and pred.redaction is not None and pred.redaction.coarsened_deg
+    )
     return Answer(
         located=located,
         label=label,
@@ -150,7 +166,23 @@ def _answer(pred: Prediction) -> Answer:
         radius_km=best.radius_km if located and best is not None else None,
         regions=[(r.level, r.area_km2) for r in pred.regions],
         sentence=pred.explanation,
+        coords=point_text(best.point, coarse=bool(coarsened)) if located and best is not None else "",
+        coarsened=bool(coarsened),
     )
+
+
+def _coarsened(pred: Prediction, c: Candidate) -> bool:
+    return (
+        pred.redaction is not None
+        and pred.redaction.coarsened_deg is not None
+        and CandidateSource.EXIF.value in (c.sources or [c.source.value])
+    )
+
+
+def point_text(p: LatLon, *, coarse: bool = False) -> str:
+    """Coordinates as a report writes them: five decimals (about a metre), or one when they were
+    coarsened, so the page does not claim a precision the numbers no longer have."""
+    return f"{p.lat:.1f}, {p.lon:.1f}" if coarse else f"{p.lat:.5f}, {p.lon:.5f}"
 
 
 def _steps(pred: Prediction, evidence: dict[str, Evidence]) -> list[Step]:
@@ -179,12 +211,17 @@ def _steps(pred: Prediction, evidence: dict[str, Evidence]) -> list[Step]:
         steps.append(Step("region", place.admin1, by_region.get(f"{place.country_code}/{place.admin1}"), own))
     steps.append(Step("city", f"near {place.name}", best.probability, own))
     steps.append(
-        Step("point", f"{best.point} (within about {max(best.radius_km, 1):.0f} km)", best.probability, own)
+        Step(
+            "point",
+            f"{point_text(best.point, coarse=_coarsened(pred, best))} (within about {max(best.radius_km, 1):.0f} km)",
+            best.probability,
+            own,
+        )
     )
     return steps
 
 
-def _hypothesis(rank: int, c: Candidate) -> Hypothesis:
+def _hypothesis(pred: Prediction, rank: int, c: Candidate) -> Hypothesis:
     pro = [
         f"{SIGNAL_TEXT.get(k, k)} ({v:+.1f})"
         for k, v in sorted(c.signals.items(), key=lambda kv: -kv[1])
@@ -195,7 +232,8 @@ def _hypothesis(rank: int, c: Candidate) -> Hypothesis:
         for k, v in sorted(c.signals.items(), key=lambda kv: kv[1])
         if v < -SIGNAL_SHOWN
     ]
-    return Hypothesis(rank=rank, candidate=c, supporting=pro, opposing=con)
+    where = point_text(c.point, coarse=_coarsened(pred, c))
+    return Hypothesis(rank=rank, candidate=c, supporting=pro, opposing=con, where=where)
 
 
 def _samples(pred: Prediction) -> list[Sample]:

@@ -119,7 +119,9 @@ def render_html(
             csp=csp(css),
             basemap=f'<g id="basemap">{bm.svg_group()}</g>',
             basemap_source=source_text(bm),
-            osm_link=_osm_link(content.answer.point) if content.answer.point else "",
+            osm_link=osm_link(content.answer.point, coarse=content.answer.coarsened)
+            if content.answer.point
+            else "",
             area_text=area_text,
             views=[{**v, "detail": bm.svg_group(v["view"]) if v["name"] != "world" else ""} for v in views],
             regions=_regions(prediction),
@@ -142,7 +144,11 @@ def render_html(
     )
 
 
-def _osm_link(p: LatLon) -> str:
+def osm_link(p: LatLon, *, coarse: bool = False) -> str:
+    """The point on openstreetmap.org: a street-level view, or a town-level one without a pin for
+    coarsened coordinates (a pin would claim a precision they no longer have)."""
+    if coarse:
+        return f"https://www.openstreetmap.org/#map=11/{p.lat:.1f}/{p.lon:.1f}"
     return f"https://www.openstreetmap.org/?mlat={p.lat:.5f}&mlon={p.lon:.5f}#map=14/{p.lat:.5f}/{p.lon:.5f}"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from geosleuth.report.content import build_content
-from geosleuth.report.html import area_text
+from geosleuth.report.html import area_text, osm_link
 from geosleuth.schemas import Prediction
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|>~])")
@@ -31,9 +31,8 @@ def render_markdown(prediction: Prediction, *, command: str | None = None) -> st
     out = [f"# Where was this photo taken? `{md_code(c.title)}`", ""]
     if a.located and a.point is not None:
         out += [
-            f"**{md_text(a.label)}** — `{a.point.lat:.5f}, {a.point.lon:.5f}` "
-            f"([OpenStreetMap](https://www.openstreetmap.org/?mlat={a.point.lat:.5f}&mlon={a.point.lon:.5f}"
-            f"#map=14/{a.point.lat:.5f}/{a.point.lon:.5f}))",
+            f"**{md_text(a.label)}** — `{a.coords}` "
+            f"([OpenStreetMap]({osm_link(a.point, coarse=a.coarsened)}))",
             "",
             f"Confidence **{a.level}** (p = {a.confidence:.2f}), from {a.basis}; within about "
             f"{max(a.radius_km or 1.0, 1.0):.0f} km.",
@@ -48,6 +47,14 @@ def render_markdown(prediction: Prediction, *, command: str | None = None) -> st
         out.append(
             "**Too little evidence for a location.** geosleuth does not commit to a place for this photo."
         )
+    if c.exif_gps:
+        used = " and it was used as the answer" if p.basis == "exif-gps" else ""
+        out += [
+            "",
+            f"The photo's EXIF metadata carries a GPS position ({md_text(c.exif_gps)}){used}.",
+        ]
+    if c.redaction:
+        out += ["", f"**Redacted for sharing:** {md_text(c.redaction)}."]
     out += ["", md_text(a.sentence), "", "## Reasoning, coarse to fine", ""]
     for s in c.steps:
         prob = f" (p = {s.probability:.2f})" if s.probability is not None else ""
