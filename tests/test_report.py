@@ -296,3 +296,30 @@ def test_cli_redact_exif_covers_the_report_and_the_index(tmp_path):
     assert res.exit_code == 0, res.output
     for page in folder.iterdir():
         assert leaks(page.read_text()) == [], page.name
+
+
+def test_a_bug_on_one_photo_is_its_error_row_and_the_batch_goes_on(monkeypatch, tmp_path):
+    from geosleuth.agents.pipeline import Locator
+
+    real = Locator.run
+
+    def buggy(self, source, *, name=None):  # type: ignore[no-untyped-def]
+        if "blank" in str(source):
+            raise ZeroDivisionError("a bug")
+        return real(self, source, name=name)
+
+    monkeypatch.setattr(Locator, "run", buggy)
+    folder = tmp_path / "many"
+    photos = [str(fixture("sign_fr_paris.jpg")), str(fixture("blank.jpg")), str(fixture("exif_gps.jpg"))]
+    res = CliRunner().invoke(app, ["report", *photos, "--out", str(folder), "--ocr", "none", "-vv"])
+    assert res.exit_code == 3, res.output  # as locate: a batch with a bug exits 3
+    assert len([p for p in folder.glob("*.html") if p.name != "index.html"]) == 2  # the others got theirs
+    index = (folder / "index.html").read_text()
+    assert index.count("data-testid=row") == 2 and index.count("data-testid=error-row") == 1
+    assert "internal error (ZeroDivisionError: a bug)" in index and "(InternalError)" in index
+    assert "blank.jpg: internal error (ZeroDivisionError: a bug); rerun with -vv" in res.stderr
+    assert "Traceback" in res.stderr  # at debug level (-vv) only
+    res = CliRunner().invoke(
+        app, ["report", *photos, "--out", str(tmp_path / "quiet"), "--ocr", "none", "-q"]
+    )
+    assert res.exit_code == 3 and "Traceback" not in res.stderr

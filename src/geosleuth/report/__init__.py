@@ -84,6 +84,7 @@ class IndexEntry:
     report: str | None  # relative link
     error: str | None = None
     thumbnail: str | None = None  # data URL
+    error_type: str | None = None  # the geosleuth error class (InternalError: a bug)
 
 
 def thumbnail(image: Image.Image) -> str:
@@ -108,8 +109,10 @@ def write_index(entries: list[IndexEntry], folder: Path) -> Path:
         link = f'<a href="{escape(e.report)}">{name}</a>' if e.report else name
         thumb = f'<img src="{e.thumbnail}" alt="" width="96">' if e.thumbnail else ""
         if p is None:
+            kind = f" <span class=muted>({escape(e.error_type)})</span>" if e.error_type else ""
             rows.append(
-                f"<tr><td>{i}</td><td>{thumb}</td><td>{link}</td><td colspan=3 class=con>{escape(e.error or '')}</td></tr>"
+                f"<tr data-testid=error-row><td>{i}</td><td>{thumb}</td><td>{link}</td>"
+                f"<td colspan=3 class=con>{escape(e.error or '')}{kind}</td></tr>"
             )
             continue
         best = p.best
