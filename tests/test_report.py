@@ -323,3 +323,77 @@ def test_a_bug_on_one_photo_is_its_error_row_and_the_batch_goes_on(monkeypatch, 
         app, ["report", *photos, "--out", str(tmp_path / "quiet"), "--ocr", "none", "-q"]
     )
     assert res.exit_code == 3 and "Traceback" not in res.stderr
+
+
+# --- --online-map ---------------------------------------------------------------------------------
+
+
+def policy_of(page: str) -> str:
+    meta = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    assert meta is not None
+    return htmllib.unescape(meta.group(1))
+
+
+def test_the_online_map_is_pinned_hashed_and_its_data_cannot_close_its_block(settings, gazetteer):
+    import base64
+    import hashlib
+    import json
+
+    from geosleuth.report.online import LEAFLET_CSS, LEAFLET_CSS_SRI, LEAFLET_JS, LEAFLET_JS_SRI, map_data
+
+    loc = make_locator(settings, gazetteer, offline=True)
+    pred, image = run(loc, fixture("sign_fr_paris.jpg"))
+    pred.best.label = HOSTILE
+    pred.candidates[1].label = HOSTILE_VLM + "</script><!--"
+    offline = render_report(pred, "html", image=image)
+    page = render_report(pred, "html", image=image, online_map=True)
+    assert_inert(offline)  # the flag's absence: no script, the strict policy, no trace of the map
+    assert "online-map" not in offline and "unpkg" not in offline and "leaflet" not in offline.lower()
+    policy = policy_of(page)
+    assert (
+        "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy and "connect-src 'none'" in policy
+    )
+    assert "script-src 'sha256-" in policy and LEAFLET_JS in policy and LEAFLET_CSS in policy
+    assert "img-src data: https://tile.openstreetmap.org;" in policy
+    # exactly one inline script, ours, and the policy allows it by the hash of what is in the page
+    inline = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert len(inline) == 1
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in policy
+    assert f'src="{LEAFLET_JS}" integrity="{LEAFLET_JS_SRI}" crossorigin="anonymous"' in page
+    assert f'href="{LEAFLET_CSS}" integrity="{LEAFLET_CSS_SRI}" crossorigin="anonymous"' in page
+    assert "innerHTML" not in inline[0] and "textContent" in inline[0]
+    # the data block: one element, nothing that can end it, and it reads back as the map's layers
+    block = re.findall(r'<script type="application/json" id="online-map-data">(.*?)</script>', page, re.S)
+    assert len(block) == 1 and not set("<>&") & set(block[0])
+    assert json.loads(block[0]) == json.loads(json.dumps(map_data(pred)))
+    assert json.loads(block[0])["best"]["label"] == HOSTILE
+    assert page.count("<script") == 3  # the data, Leaflet, ours: the hostile labels made none
+    # the stylesheet the policy hashes is the page's one style element
+    (css,) = re.findall(r"<style>(.*?)</style>", page, re.S)
+    assert "'sha256-" + base64.b64encode(hashlib.sha256(css.encode()).digest()).decode() + "'" in policy
+    with pytest.raises(ValueError, match="HTML"):
+        render_report(pred, "md", online_map=True)
+
+
+def test_cli_online_map(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "r.html"
+    res = runner.invoke(
+        app, ["report", "examples/rue-de-rivoli.jpg", "--out", str(out), "-q", "--online-map"]
+    )
+    assert res.exit_code == 0, res.output
+    assert 'id="online-map"' in out.read_text() and "unpkg.com/leaflet@1.9.4" in out.read_text()
+    res = runner.invoke(
+        app,
+        [
+            "report",
+            "examples/rue-de-rivoli.jpg",
+            "--out",
+            str(tmp_path / "r.md"),
+            "--format",
+            "md",
+            "--online-map",
+        ],
+    )
+    assert res.exit_code == 2 and "--online-map" in res.stderr

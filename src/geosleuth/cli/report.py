@@ -38,6 +38,14 @@ def report(
             "a GPS answer is coarsened to about 10 km.",
         ),
     ] = False,
+    online_map: Annotated[
+        bool,
+        typer.Option(
+            "--online-map",
+            help="Add an interactive map (Leaflet from unpkg.com, OpenStreetMap tiles) beside the drawn "
+            "one; opening the page then contacts those hosts. HTML only.",
+        ),
+    ] = False,
     ocr: Annotated[
         str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract, none.")
     ] = None,
@@ -74,6 +82,7 @@ def report(
       geosleuth report photo.jpg --out photo.md --format md
       geosleuth report sensitive.jpg --out r.html --no-photo
       geosleuth report source.jpg --out r.html --redact-exif
+      geosleuth report photo.jpg --out r.html --online-map
     """
     setup_logging(verbose, quiet)
     from geosleuth.agents.pipeline import input_error, internal_error
@@ -90,6 +99,8 @@ def report(
 
     if format not in SUFFIX:
         raise ConfigError(f"--format must be html, md or json, got {format!r}")
+    if online_map and format != "html":
+        raise ConfigError(f"--online-map is for HTML reports; --format is {format!r}")
     settings = locate_settings(
         config,
         cache_dir=cache_dir,
@@ -129,7 +140,14 @@ def report(
             if redact_exif:  # before anything uses it: the index's table and map too
                 pred = redact.redact_exif(pred)
             image = None if no_photo else state.image.rgb
-            text = render_report(pred, format, image=image, command=argv, photo_max_side=photo_max_side)  # type: ignore[arg-type]
+            text = render_report(
+                pred,
+                format,  # type: ignore[arg-type]
+                image=image,
+                command=argv,
+                photo_max_side=photo_max_side,
+                online_map=online_map,
+            )
             thumb = thumbnail(state.image.rgb) if (state.image.rgb is not None and not no_photo) else None
         except ImageInputError as exc:
             failure = input_error(exc)

@@ -40,14 +40,20 @@ def render_report(
     command: str | None = None,
     photo_max_side: int = 1024,
     redact_exif: bool = False,
+    online_map: bool = False,
 ) -> str:
     """The report of ``prediction`` as text in ``format``. ``redact_exif``: made from
     :func:`~geosleuth.report.redact.redact_exif` of it, so no format shows the photo's raw
-    metadata values (GPS, time, camera, captions)."""
+    metadata values (GPS, time, camera, captions). ``online_map`` (HTML only): add an interactive
+    Leaflet map with OpenStreetMap tiles beside the drawn one (:mod:`geosleuth.report.online`)."""
+    if online_map and format != "html":
+        raise ValueError(f"online_map is for HTML reports; format is {format!r}")
     if redact_exif:
         prediction = redact.redact_exif(prediction)  # the argument hides the function's name
     if format == "html":
-        return render_html(prediction, image=image, command=command, photo_max_side=photo_max_side)
+        return render_html(
+            prediction, image=image, command=command, photo_max_side=photo_max_side, online_map=online_map
+        )
     if format == "md":
         return render_markdown(prediction, command=command)
     if format == "json":

@@ -100,14 +100,24 @@ def render_html(
     command: str | None = None,
     photo_max_side: int = PHOTO_MAX_SIDE,
     basemap: Basemap | None = None,
+    online_map: bool = False,
 ) -> str:
     """The HTML report of ``prediction``. ``image`` (the photo, upright) is embedded downscaled
-    when given; without it the report says the photo was left out."""
+    when given; without it the report says the photo was left out. ``online_map``: add the
+    interactive map (:mod:`geosleuth.report.online`); without it the page runs no script."""
     content = build_content(prediction, command=command)
     bm = basemap or load_basemap()
     views = _views(content)
     photo = embed_photo(image, max_side=photo_max_side) if image is not None else None
     css = stylesheet()
+    online = None
+    if online_map:
+        from geosleuth.report.online import online_csp
+        from geosleuth.report.online import online_map as make_online_map
+
+        online = make_online_map(prediction)
+        css = css + online.css
+    policy = online_csp(css, online.script) if online is not None else csp(css)
     return (
         _environment()
         .get_template("report.html.j2")
@@ -116,7 +126,8 @@ def render_html(
             p=prediction,
             a=content.answer,
             css=css,
-            csp=csp(css),
+            csp=policy,
+            online=online,
             basemap=f'<g id="basemap">{bm.svg_group()}</g>',
             basemap_source=source_text(bm),
             osm_link=osm_link(content.answer.point, coarse=content.answer.coarsened)
