@@ -397,3 +397,32 @@ def test_cli_online_map(tmp_path):
         ],
     )
     assert res.exit_code == 2 and "--online-map" in res.stderr
+
+
+def test_layout_fixes_from_looking_at_the_screenshots(settings, gazetteer):
+    """What the screenshots showed reading badly, held by structure rather than wording."""
+    loc = make_locator(settings, gazetteer, offline=True, use_exif_gps=False)
+    # a blank photo: no empty evidence table, a sentence in its place, a photo not blown up
+    pred, image = run(loc, fixture("blank.jpg"))
+    page = render_report(pred, "html", image=image)
+    reasoning = page.split('id="reasoning"')[1].split("</section>")[0]
+    assert "<table>" not in reasoning and '<p class="muted">' in reasoning
+    assert re.search(r'<svg class="photo" width="480" viewBox="0 0 320 240"', page)  # 2x at most, to 480
+    # many candidates strung from Europe to southern Africa: views neither strips nor ribbons
+    pred, image = run(loc, fixture("exif_gps.jpg"))
+    page = render_report(pred, "html", image=image)
+    for name in ("answer", "regions"):
+        box = re.search(rf'class="view view-{name}" viewBox="([^"]+)"', page)
+        assert box is not None
+        _, _, w, h = (float(v) for v in box.group(1).split())
+        assert 1.25 - 1e-6 <= w / h <= 2.2 + 1e-6, name
+    # the GPS was ignored (use_exif_gps off): it is not "used", nor a clue of the reasoning
+    row = re.search(r'id="ev-exif\.gps">(.*?)</tr>', page, re.S)
+    assert row is not None and row.group(1).rstrip().endswith("</td>") and "<td>no <span" in row.group(1)
+    steps = page.split('<ol class="steps">')[1].split("</ol>")[0]
+    assert "#ev-exif.offset" in steps and "#ev-exif.gps" not in steps
+    # a located answer: its place's name beside the best marker, in each view
+    pred, image = run(loc, fixture("sign_fr_paris.jpg"))
+    page = render_report(pred, "html", image=image)
+    assert page.count('class="best-label"') == 3 and ">Paris</text>" in page
+    assert "Against it:" not in page.split('id="reasoning"')[1].split("<table>")[0]

@@ -140,6 +140,13 @@ def report(
             if redact_exif:  # before anything uses it: the index's table and map too
                 pred = redact.redact_exif(pred)
             image = None if no_photo else state.image.rgb
+            why = (
+                "The photo is left out of this report (--no-photo)."
+                if no_photo
+                else f"The photo's pixels could not be read: {state.image.pixel_error}. Only its metadata was."
+                if state.image.pixel_error
+                else None
+            )
             text = render_report(
                 pred,
                 format,  # type: ignore[arg-type]
@@ -147,6 +154,7 @@ def report(
                 command=argv,
                 photo_max_side=photo_max_side,
                 online_map=online_map,
+                photo_note=why,
             )
             thumb = thumbnail(state.image.rgb) if (state.image.rgb is not None and not no_photo) else None
         except ImageInputError as exc:

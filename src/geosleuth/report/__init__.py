@@ -20,7 +20,7 @@ from typing import Literal
 from PIL import Image
 
 from geosleuth.report import redact
-from geosleuth.report.basemap import load_basemap, point_xy, view_box, view_box_attr
+from geosleuth.report.basemap import load_basemap, point_xy, view_box, view_box_attr, with_aspect
 from geosleuth.report.html import csp, embed_photo, render_html, source_text, stylesheet
 from geosleuth.report.markdown import render_markdown
 from geosleuth.report.redact import redact_exif
@@ -41,18 +41,25 @@ def render_report(
     photo_max_side: int = 1024,
     redact_exif: bool = False,
     online_map: bool = False,
+    photo_note: str | None = None,
 ) -> str:
     """The report of ``prediction`` as text in ``format``. ``redact_exif``: made from
     :func:`~geosleuth.report.redact.redact_exif` of it, so no format shows the photo's raw
     metadata values (GPS, time, camera, captions). ``online_map`` (HTML only): add an interactive
-    Leaflet map with OpenStreetMap tiles beside the drawn one (:mod:`geosleuth.report.online`)."""
+    Leaflet map with OpenStreetMap tiles beside the drawn one (:mod:`geosleuth.report.online`).
+    ``photo_note``: why there is no ``image`` (HTML), e.g. "left out (--no-photo)"."""
     if online_map and format != "html":
         raise ValueError(f"online_map is for HTML reports; format is {format!r}")
     if redact_exif:
         prediction = redact.redact_exif(prediction)  # the argument hides the function's name
     if format == "html":
         return render_html(
-            prediction, image=image, command=command, photo_max_side=photo_max_side, online_map=online_map
+            prediction,
+            image=image,
+            command=command,
+            photo_max_side=photo_max_side,
+            online_map=online_map,
+            photo_note=photo_note,
         )
     if format == "md":
         return render_markdown(prediction, command=command)
@@ -105,7 +112,7 @@ def write_index(entries: list[IndexEntry], folder: Path) -> Path:
     points = [
         e.prediction.best.point for e in entries if e.prediction is not None and e.prediction.best is not None
     ]
-    box = view_box(points or None, radii_km=50.0 if points else None)
+    box = with_aspect(view_box(points or None, radii_km=50.0 if points else None))
     r = max(box[2] / 150, 1e-4)
     markers = []
     rows = []

@@ -24,6 +24,7 @@ from geosleuth.schemas import (
     TextLine,
 )
 
+IGNORED_GPS = "ignored, as configured (--ignore-exif-gps)"
 SIGNAL_SHOWN = 0.05  # |signal| below this says nothing either way
 MAX_HYPOTHESES = 10
 _QUOTED = re.compile(r"^'([^']{1,80})'")
@@ -100,6 +101,7 @@ class ReportContent:
     neighbours: list[tuple[LatLon, str]] = field(default_factory=list)
     command: str | None = None
     exif_gps: str | None = None  # the photo's GPS metadata, as written (or the redaction marker)
+    unused: dict[str, str] = field(default_factory=dict)  # usable evidence that was not used, and why
     redaction: str | None = None  # what was removed before sharing, in plain words
 
 
@@ -107,6 +109,7 @@ def build_content(pred: Prediction, *, command: str | None = None) -> ReportCont
     """Everything a report shows about ``pred``, in reading order."""
     evidence = {e.id: e for e in pred.evidence}
     answer = _answer(pred)
+    unused = _unused(pred)
     gps = next(
         (e for e in pred.evidence if e.kind == EvidenceKind.GPS and e.usable and e.tool == "exif"), None
     )
@@ -120,8 +123,11 @@ def build_content(pred: Prediction, *, command: str | None = None) -> ReportCont
         title=pred.source,
         prediction=pred,
         answer=answer,
-        steps=_steps(pred, evidence),
-        against=_sentences(pred.explanation, ("Against it:", "The runner-up had the edge")),
+        steps=_steps(pred, evidence, unused),
+        against=[
+            s.removeprefix("Against it: ")  # the page says "Against the answer:" already
+            for s in _sentences(pred.explanation, ("Against it:", "The runner-up had the edge"))
+        ],
         demoted=_sentences(pred.explanation, ("Demoted:",)),
         hypotheses=[_hypothesis(pred, i + 1, c) for i, c in enumerate(pred.candidates[:MAX_HYPOTHESES])],
         samples=_samples(pred),
@@ -138,6 +144,7 @@ def build_content(pred: Prediction, *, command: str | None = None) -> ReportCont
         ],
         command=command,
         exif_gps=exif_gps,
+        unused=unused,
         redaction=pred.redaction.note if pred.redaction is not None else None,
     )
 
@@ -185,10 +192,24 @@ def point_text(p: LatLon, *, coarse: bool = False) -> str:
     return f"{p.lat:.1f}, {p.lon:.1f}" if coarse else f"{p.lat:.5f}, {p.lon:.5f}"
 
 
-def _steps(pred: Prediction, evidence: dict[str, Evidence]) -> list[Step]:
+def _unused(pred: Prediction) -> dict[str, str]:
+    """Evidence that could have counted and did not: a valid EXIF GPS position that no candidate
+    came from was ignored (``use_exif_gps`` off, ``--ignore-exif-gps``)."""
+    sources = {s for c in pred.candidates for s in (c.sources or [c.source.value])}
+    gps = next((e for e in pred.evidence if e.id == "exif.gps" and e.usable and e.weight > 0), None)
+    if gps is not None and CandidateSource.EXIF.value not in sources:
+        return {gps.id: IGNORED_GPS}
+    return {}
+
+
+def _steps(pred: Prediction, evidence: dict[str, Evidence], unused: dict[str, str]) -> list[Step]:
     """Clues -> continent -> country -> region -> city -> point (the GeoCoT order)."""
     cands = pred.candidates
-    located = [e for e in pred.evidence if e.usable and e.weight > 0 and (e.countries or e.point or e.region)]
+    located = [
+        e
+        for e in pred.evidence
+        if e.usable and e.weight > 0 and (e.countries or e.point or e.region) and e.id not in unused
+    ]
     steps = [Step("clues", f"{len(located)} observations say something about where", None, located)]
     best = pred.best or (cands[0] if cands else None)
     if best is None or best.place is None:

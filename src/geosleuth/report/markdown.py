@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from geosleuth.report.content import build_content
-from geosleuth.report.html import area_text, osm_link
+from geosleuth.report.html import osm_link, regions_text
 from geosleuth.schemas import Prediction
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|>~])")
@@ -38,17 +38,15 @@ def render_markdown(prediction: Prediction, *, command: str | None = None) -> st
             f"{max(a.radius_km or 1.0, 1.0):.0f} km.",
         ]
         if a.regions:
-            out.append(
-                "Regions: "
-                + "; ".join(f"{lvl * 100:.0f}% within {area_text(area)}" for lvl, area in a.regions)
-                + "."
-            )
+            out.append(f"Regions: {regions_text(a.regions)}.")
     else:
         out.append(
             "**Too little evidence for a location.** geosleuth does not commit to a place for this photo."
         )
     if c.exif_gps:
         used = " and it was used as the answer" if p.basis == "exif-gps" else ""
+        if "exif.gps" in c.unused:
+            used = f"; it was {c.unused['exif.gps']}"
         out += [
             "",
             f"The photo's EXIF metadata carries a GPS position ({md_text(c.exif_gps)}){used}.",
@@ -75,7 +73,11 @@ def render_markdown(prediction: Prediction, *, command: str | None = None) -> st
             f"| {md_text(', '.join(h.supporting))} | {md_text(', '.join(h.opposing))} |"
         )
     out += ["", "## Evidence", ""]
-    out += [f"- `{e.id}` {md_text(e.value)} (weight {e.weight:.2f})" for e in p.evidence] or ["- none"]
+    out += [
+        f"- `{e.id}` {md_text(e.value)} (weight {e.weight:.2f})"
+        + (f" — not used: {md_text(c.unused[e.id])}" if e.id in c.unused else "")
+        for e in p.evidence
+    ] or ["- none: the photo has no metadata, and no text was read in it"]
     if c.boxes:
         out += ["", "## Text read in the photo", ""]
         out += [
