@@ -210,7 +210,14 @@ def _steps(pred: Prediction, evidence: dict[str, Evidence], unused: dict[str, st
         for e in pred.evidence
         if e.usable and e.weight > 0 and (e.countries or e.point or e.region) and e.id not in unused
     ]
-    steps = [Step("clues", f"{len(located)} observations say something about where", None, located)]
+    said = (
+        "no observation says anything about where"
+        if not located
+        else "1 observation says something about where"
+        if len(located) == 1
+        else f"{len(located)} observations say something about where"
+    )
+    steps = [Step("clues", said, None, located)]
     best = pred.best or (cands[0] if cands else None)
     if best is None or best.place is None:
         return steps
