@@ -285,9 +285,9 @@ def test_the_digest_keeps_text_read_in_the_photo_in_the_untrusted_block(
     settings, gazetteer, srv, ocr_locator
 ):
     conv = chat(settings, gazetteer, srv, photos=(fixture("sign_fr_paris.jpg"),), locator=ocr_locator)
-    srv.script(Reply.text("Paris [text.place.2]."))
+    srv.script(Reply.text("The Rue de Rivoli in Paris, Ile-de-France, France, in Europe [text.place.2]."))
     turn = conv.ask("Which city?")
-    assert turn.cited_evidence == ["text.place.2"]
+    assert turn.cited_evidence == ["text.place.2"] and turn.unsupported_places == []
     text = first_text(chats(srv)[0])
     [block] = untrusted_blocks(text)
     digest = re.search(r"<digest>\n(.*?)\n</digest>", text, re.S).group(1)  # type: ignore[union-attr]
