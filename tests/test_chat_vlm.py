@@ -185,6 +185,7 @@ def test_a_server_without_tool_calling_degrades_to_the_rules_and_still_cites(set
     assert turn.error is not None and "tool calling" in turn.error  # what degraded
     assert set(expected) <= set(turn.cited_evidence)
     assert [c.name for c in turn.tool_calls] == ["check_place"]  # the rules' check stood in
+    assert turn.check is not None  # and its summary is the turn's, as when the rules answer alone
     refused, asked = chats(srv)
     assert "tools" in refused and "tools" not in asked
     digest = re.search(r"<digest>\n(.*?)\n</digest>", first_text(asked), re.S).group(1)  # type: ignore[union-attr]

@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +29,16 @@ from geosleuth.agents.pipeline import ImageSource, Locator
 from geosleuth.chat import hints as H
 from geosleuth.chat.photo import PhotoSession
 from geosleuth.chat.rules import RuleAnswer, RuleEngine, mentioned_photos
-from geosleuth.chat.turn import Hint, HintKind, HintStatus, PlaceSummary, RankChange, RankedPlace, Turn
+from geosleuth.chat.turn import (
+    Hint,
+    HintKind,
+    HintStatus,
+    PlaceCheckSummary,
+    PlaceSummary,
+    RankChange,
+    RankedPlace,
+    Turn,
+)
 from geosleuth.errors import ConfigError, GeoSleuthError
 from geosleuth.schemas import Granularity, Prediction, TraceStep
 
@@ -49,6 +58,7 @@ class EngineAnswer(BaseModel):
     intent: str | None = None
     cited: list[str] = Field(default_factory=list)
     error: str | None = None
+    check: PlaceCheckSummary | None = None
     unsupported: list[str] = Field(default_factory=list, description="Places named without support.")
     model: str | None = None
     prompt_hash: str | None = None
@@ -117,7 +127,8 @@ class Conversation:
 
     def stream(self, question: str) -> Iterator[str | Turn]:
         """Answer ``question`` as it is written: text pieces, then the :class:`Turn`. Closing the
-        iterator early cancels the answer; the conversation then holds no turn for it."""
+        iterator early cancels the answer; the conversation then holds no turn for it. (A hint is
+        not streamed: it changes the evidence, so its turn is recorded before its text comes.)"""
         question = _checked(question)
         with self._lock:
             t0 = time.perf_counter()
@@ -125,12 +136,14 @@ class Conversation:
             new_hints: list[Hint] = []
             changes: list[RankChange] = []
             engine_name = "rules"
+            held = False  # the answer's text comes after the turn is recorded
             if H.is_insist(question) and any(h.status == HintStatus.CONFLICT for h in self.hints):
-                answer = self._insist(new_hints, changes)
-                yield answer.text
+                answer = self._safely(lambda: self._insist(new_hints, changes))
+                held = True
             elif (parsed := H.parse_hint(self.gazetteer, question)) is not None:
-                answer = self._hint(question, parsed, new_hints, changes)
-                yield answer.text
+                hint = parsed
+                answer = self._safely(lambda: self._hint(question, hint, new_hints, changes))
+                held = True
             elif self.engine is not None:
                 engine_name = self.engine.name
                 answer = yield from self._with_fallback(question)
@@ -145,13 +158,15 @@ class Conversation:
                     "no such evidence in the prediction.)"
                 )
                 text += note
-                yield note
+                if not held:
+                    yield note
             focus = mentioned_photos(question, len(self.photos)) or [1]
             turn = Turn(
                 index=len(self.turns) + 1,
                 question=question,
                 answer=text,
                 intent=answer.intent,
+                check=answer.check,
                 engine="vlm" if engine_name == "vlm" else "rules",
                 cited_evidence=cited,
                 dropped_citations=dropped,
@@ -170,6 +185,8 @@ class Conversation:
             )
             self._step = None
             self.turns.append(turn)
+            if held:
+                yield turn.answer
             yield turn
 
     async def astream(self, question: str) -> AsyncIterator[str | Turn]:
@@ -246,6 +263,16 @@ class Conversation:
             )
 
     # -- hints --
+
+    @staticmethod
+    def _safely(work: Callable[[], EngineAnswer]) -> EngineAnswer:
+        """A hint's answer, or what stopped it (the photo is gone, a tool failed): said, not raised."""
+        try:
+            return work()
+        except GeoSleuthError as exc:
+            return EngineAnswer(
+                text=f"I could not take the hint: {exc}", intent="hint", error=f"{type(exc).__name__}: {exc}"
+            )
 
     def _hint(
         self, question: str, parsed: H.ParsedHint, new: list[Hint], changes: list[RankChange]
@@ -483,7 +510,9 @@ def _checked(question: str) -> str:
 
 def _as_stream(answer: RuleAnswer) -> Generator[str, None, EngineAnswer]:
     yield answer.text
-    return EngineAnswer(text=answer.text, intent=answer.intent, cited=answer.cited, error=answer.error)
+    return EngineAnswer(
+        text=answer.text, intent=answer.intent, cited=answer.cited, error=answer.error, check=answer.check
+    )
 
 
 def _top(pred: Prediction, n: int = 3) -> list[RankedPlace]:

@@ -23,11 +23,20 @@ from pydantic import BaseModel
 from geosleuth.agents.toolbox import PlaceCheck
 from geosleuth.chat.hints import Resolved, resolve_place
 from geosleuth.chat.photo import PhotoSession
+from geosleuth.chat.turn import PlaceCheckSummary, PlaceCheckVerdict
 from geosleuth.errors import GeoSleuthError
 from geosleuth.gazetteer import Gazetteer
 from geosleuth.geo import point_distance_km
 from geosleuth.report.content import build_content
-from geosleuth.schemas import Candidate, Evidence, EvidenceKind, Prediction
+from geosleuth.schemas import Candidate, CandidateSource, Evidence, EvidenceKind, Prediction
+
+_VERDICT_WORDS = {
+    PlaceCheckVerdict.BEST: "Yes",
+    PlaceCheckVerdict.LIKELY: "Likely",
+    PlaceCheckVerdict.POSSIBLE: "Possibly",
+    PlaceCheckVerdict.UNLIKELY: "Unlikely",
+    PlaceCheckVerdict.VERY_UNLIKELY: "No, very unlikely",
+}
 
 ToolRunner = Callable[[PhotoSession, str, dict[str, object]], BaseModel]
 
@@ -67,7 +76,8 @@ INTENTS: list[tuple[str, re.Pattern[str]]] = [
         re.compile(
             r"^(?:could|can|might|may|is|was|would)\s+(?:it|this|that|the (?:photo|picture|image))"
             r"(?:\s+(?:photo|picture|image))?\s+(?:also\s+)?(?:be|in|from|have been)\b|"
-            r"^(?:is|was) (?:it|this) (?:in|from)\b|\bpossibly\b.*\?$",
+            r"^(?:is|was) (?:it|this) (?:in|from)\b|\bpossibly\b.*\?$|"
+            r"\b(?:probability|chance|chances|likelihood|odds)\s+(?:of|for|that it(?:'s| is| was)(?: in)?)\s",
             re.I,
         ),
     ),
@@ -144,6 +154,7 @@ class RuleAnswer:
     intent: str
     cited: list[str] = field(default_factory=list)  # qualified ids when several photos
     error: str | None = None
+    check: PlaceCheckSummary | None = None
 
 
 def intent_of(question: str) -> str | None:
@@ -178,7 +189,7 @@ def _subject(question: str, after: re.Pattern[str]) -> str | None:
 
 _WHY_NOT_X = re.compile(r"(?:why not|and not|rather than|instead of|not)\s+(?:in\s+)?(?P<x>[^?!.;]+)", re.I)
 _COULD_BE_X = re.compile(
-    r"(?:be|in|from|have been(?: taken)?(?: in)?)\s+(?:in\s+|from\s+)?(?P<x>[^?!.;]+?)(?:\s+(?:instead|too|as well))?\s*[?!.]*$",
+    r"(?:\bbe|\bin|\bfrom|\bof|\bfor|\bhave been(?: taken)?(?: in)?|that it(?:'s| is| was))\s+(?:in\s+|from\s+)?(?P<x>[^?!.;]+?)(?:\s+(?:instead|too|as well))?\s*[?!.]*$",
     re.I,
 )
 
@@ -223,10 +234,16 @@ class RuleEngine:
             parts.append(one)
         if not many:
             return parts[0]
-        text = " ".join(f"Photo {p.number} ({p.label}): {a.text}" for p, a in zip(focus, parts, strict=True))
+        text = " ".join(
+            f"Photo {p.number} ({p.label}): {_qualified(a.text, p.number)}"
+            for p, a in zip(focus, parts, strict=True)
+        )
         cited = [f"{p.number}:{i}" for p, a in zip(focus, parts, strict=True) for i in a.cited]
         errors = [a.error for a in parts if a.error]
-        return RuleAnswer(text, intent, cited, "; ".join(errors) if errors else None)
+        checks = [a.check for a in parts if a.check is not None]
+        return RuleAnswer(
+            text, intent, cited, "; ".join(errors) if errors else None, checks[0] if checks else None
+        )
 
     # -- one photo --
 
@@ -249,6 +266,16 @@ class RuleEngine:
             return self._why(pred)
         if x is None:
             return RuleAnswer("Which place do you mean? Ask e.g. 'could it be Porto?'", intent)
+        options = [o for o in re.split(r"\s+or\s+|\s*,\s*or\s+", x) if o] if " or " in x else [x]
+        if len(options) > 1:  # "could it be Portugal or Spain?"
+            answers = [self._one(intent, f"could it be {o}?", photo) for o in options]
+            return RuleAnswer(
+                " ".join(a.text for a in answers),
+                intent,
+                [i for a in answers for i in a.cited],
+                "; ".join(a.error for a in answers if a.error) or None,
+                next((a.check for a in answers if a.check is not None), None),
+            )
         resolved = resolve_place(self.gaz, x)
         if resolved is None:
             return RuleAnswer(
@@ -439,20 +466,36 @@ class RuleEngine:
             (r.place is None and best.place is not None and best.place.country_code == r.country_code)
             or (r.place is not None and point_distance_km(best.point, r.point) <= max(25.0, best.radius_km))
         )
+        kind = PlaceCheckVerdict.BEST
+        if not is_best and p is not None:
+            kind = (
+                PlaceCheckVerdict.LIKELY
+                if p >= 0.5
+                else PlaceCheckVerdict.POSSIBLE
+                if p >= 0.15
+                else PlaceCheckVerdict.UNLIKELY
+                if p >= 0.02
+                else PlaceCheckVerdict.VERY_UNLIKELY
+            )
+        summary = (
+            PlaceCheckSummary(
+                photo=photo.number,
+                hypothesis=subject,
+                level="country" if r.place is None else "place",
+                country_code=r.country_code,
+                probability=round(min(1.0, max(0.0, p)), 6),
+                rank=check.rank if check is not None and r.place is not None else None,
+                verdict=kind,
+            )
+            if p is not None
+            else None
+        )
         if is_best and best is not None:
             verdict = f"Yes: {subject} is the best answer ({best_name}, p={best.probability:.2f})."
         elif p is None:
             verdict = f"I could not check {subject}."
         else:
-            word = (
-                "Likely"
-                if p >= 0.5
-                else "Possibly"
-                if p >= 0.15
-                else "Unlikely"
-                if p >= 0.02
-                else "No, very unlikely"
-            )
+            word = _VERDICT_WORDS[kind]
             verdict = f"{word}: {subject} has p={p:.2f} as a {level}"
             if check is not None and r.place is not None:
                 verdict += f" (rank {check.rank} of {check.candidates} places)"
@@ -464,6 +507,9 @@ class RuleEngine:
             )
         against = opposing(pred, r.country_code)
         pro = supporting(pred, r.country_code)
+        gps = _gps_against(pred, r)
+        if gps is not None:
+            against = [gps, *against]
         text = verdict
         if against and not is_best:
             text += f" Against {subject}: {_listing(against)}."
@@ -482,7 +528,7 @@ class RuleEngine:
             text += f" Nothing read in the photo speaks for or against {subject}."
         if error:
             text += f" ({error})"
-        return RuleAnswer(text, intent, [e.id for e in against + pro], error)
+        return RuleAnswer(text, intent, [e.id for e in against + pro], error, summary)
 
     # -- several photos --
 
@@ -590,6 +636,19 @@ def opposing(pred: Prediction, cc: str) -> list[Evidence]:
     return sorted(ev, key=lambda e: -e.weight)
 
 
+def _gps_against(pred: Prediction, r: Resolved) -> Evidence | None:
+    """The EXIF GPS position, when it was used and lies outside the hypothesis."""
+    gps = next((c for c in pred.candidates if c.source == CandidateSource.EXIF and c.place is not None), None)
+    ev = _evidence(pred, "exif.gps")
+    if gps is None or gps.place is None or ev is None or not ev.usable:
+        return None
+    if r.place is None:
+        outside = gps.place.country_code != r.country_code
+    else:
+        outside = point_distance_km(gps.point, r.point) > max(50.0, 2 * r.radius_km)
+    return ev if outside else None
+
+
 def _evidence(pred: Prediction, eid: str) -> Evidence | None:
     return next((e for e in pred.evidence if e.id == eid), None)
 
@@ -604,6 +663,11 @@ def _listing(evidence: Sequence[Evidence], limit: int = 5) -> str:
         return "nothing read in the photo"
     shown = "; ".join(f"{e.value} [{e.id}]" for e in evidence[:limit])
     return shown + (f"; and {len(evidence) - limit} more" if len(evidence) > limit else "")
+
+
+def _qualified(text: str, number: int) -> str:
+    """``text`` with its evidence citations naming photo ``number`` ("[2:text.place.1]")."""
+    return re.sub(r"\[([a-z][a-z0-9_]*(?:\.[A-Za-z0-9_-]+)+)\]", rf"[{number}:\1]", text)
 
 
 def _sentence(text: str) -> str:

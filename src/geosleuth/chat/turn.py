@@ -66,6 +66,27 @@ class RankChange(BaseModel):
     after: list[RankedPlace]
 
 
+class PlaceCheckVerdict(StrEnum):
+    BEST = "best"  # it is the best answer
+    LIKELY = "likely"  # p >= 0.5
+    POSSIBLE = "possible"  # p >= 0.15
+    UNLIKELY = "unlikely"  # p >= 0.02
+    VERY_UNLIKELY = "very_unlikely"
+
+
+class PlaceCheckSummary(BaseModel):
+    """The answer to "could it be X?" / "why not X?" in fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    photo: int = Field(ge=1)
+    hypothesis: str = Field(description="The place as resolved, e.g. 'Porto, Portugal'.")
+    level: Literal["country", "place"]
+    country_code: str
+    probability: float = Field(ge=0.0, le=1.0, description="Its probability (of the country, for a country).")
+    rank: int | None = Field(default=None, description="Its rank among the candidate places (places only).")
+    verdict: PlaceCheckVerdict
+
+
 class HintKind(StrEnum):
     COUNTRY = "country"
     PLACE = "place"
@@ -117,6 +138,7 @@ class Turn(BaseModel):
         default_factory=list, description="Ids the answer cited that no prediction holds (dropped)."
     )
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    check: PlaceCheckSummary | None = Field(default=None, description="A checked hypothesis, in fields.")
     hints: list[Hint] = Field(default_factory=list, description="Hints this turn made or applied.")
     ranking: list[RankChange] = Field(default_factory=list, description="How this turn moved the ranking.")
     prediction: PlaceSummary | None = Field(
@@ -136,4 +158,14 @@ class Turn(BaseModel):
     )
 
 
-__all__ = ["Hint", "HintKind", "HintStatus", "PlaceSummary", "RankChange", "RankedPlace", "Turn"]
+__all__ = [
+    "Hint",
+    "HintKind",
+    "HintStatus",
+    "PlaceCheckSummary",
+    "PlaceCheckVerdict",
+    "PlaceSummary",
+    "RankChange",
+    "RankedPlace",
+    "Turn",
+]

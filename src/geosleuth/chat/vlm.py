@@ -66,6 +66,7 @@ from geosleuth.agents.vlm.prompting import neutralise
 from geosleuth.chat.conversation import EngineAnswer
 from geosleuth.chat.photo import PhotoSession
 from geosleuth.chat.rules import RuleAnswer
+from geosleuth.chat.turn import PlaceCheckSummary
 from geosleuth.errors import GeoSleuthError, ToolQueryError, VLMError, VLMRequestRejectedError
 from geosleuth.gazetteer import name_key
 from geosleuth.geo import point_distance_km
@@ -683,6 +684,7 @@ class VLMChatEngine:
         cited: list[str],
         error: str | None,
         prompt_hash: str,
+        check: PlaceCheckSummary | None = None,
     ) -> Generator[str, None, EngineAnswer]:
         """The answer as written, with a rule answer when the model wrote nothing, and the caveat
         naming places nothing supports."""
@@ -692,7 +694,7 @@ class VLMChatEngine:
             for piece in (note, ruled.text):
                 out.append(piece)
                 yield piece
-            intent, cited = ruled.intent, ruled.cited
+            intent, cited, check = ruled.intent, ruled.cited, ruled.check
             error = "; ".join(x for x in (error, "the VLM's answer was empty") if x)
         text = "".join(out)
         step = conversation.trace_step
@@ -712,6 +714,7 @@ class VLMChatEngine:
             unsupported=names,
             model=self.model,
             prompt_hash=prompt_hash,
+            check=check,
         )
 
     def _with_tools(
@@ -813,6 +816,7 @@ class VLMChatEngine:
                 cited=list(ruled.cited) if useful else [],
                 error="; ".join(errors) or None,
                 prompt_hash=templates.hash(transcript=not self.chats),
+                check=ruled.check if useful else None,
             )
         )
 
