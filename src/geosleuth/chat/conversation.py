@@ -59,6 +59,9 @@ class EngineAnswer(BaseModel):
     cited: list[str] = Field(default_factory=list)
     error: str | None = None
     check: PlaceCheckSummary | None = None
+    unsupported: list[str] = Field(default_factory=list, description="Places named without support.")
+    model: str | None = None
+    prompt_hash: str | None = None
 
 
 class AnswerEngine(Protocol):
@@ -176,6 +179,9 @@ class Conversation:
                 else [],
                 error=answer.error,
                 seconds=round(time.perf_counter() - t0, 4),
+                unsupported_places=answer.unsupported,
+                model=answer.model,
+                prompt_hash=answer.prompt_hash,
             )
             self._step = None
             self.turns.append(turn)
@@ -211,6 +217,11 @@ class Conversation:
         if not 1 <= number <= len(self.photos):
             raise ConfigError(f"no photo {number} in this conversation (it has {len(self.photos)})")
         return self.photos[number - 1]
+
+    @property
+    def trace_step(self) -> TraceStep | None:
+        """The trace step of the turn being answered (its tool calls so far); None between turns."""
+        return self._step
 
     @property
     def predictions(self) -> list[Prediction]:
@@ -532,7 +543,11 @@ def _moved(ph: PhotoSession, change: RankChange, *, many: bool) -> str:
 
 def _default_engine(locator: Locator) -> AnswerEngine | None:
     """The VLM answers when the locator has one; the rules otherwise."""
-    return None  # the VLM engine lands in the next commit
+    if locator.deps.vlm is None:
+        return None
+    from geosleuth.chat.vlm import VLMChatEngine
+
+    return VLMChatEngine.for_backend(locator.deps.vlm)
 
 
 __all__ = ["AnswerEngine", "Conversation", "EngineAnswer"]
