@@ -11,8 +11,11 @@ The verifier
 3. **combines** them log-linearly, ``score = sum_k weight_k * signal_k``, and takes a softmax over
    the places *plus* an implicit "somewhere else" option with score ``weights["null"]``. Weak or
    conflicting evidence so gives a low top probability instead of a forced 1.0;
-4. builds nested **confidence regions** (50/80/95% by default) from the ranked places' circles;
-5. writes an **explanation** an analyst can check.
+4. **caps** a place whose only support is text read in the photo when the model, shown the photo
+   without that text, puts it elsewhere (:data:`TEXT_ONLY_CAP`): untrusted text alone cannot carry
+   the answer against the picture, whether or not it was recognised as an injection attempt;
+5. builds nested **confidence regions** (50/80/95% by default) from the ranked places' circles;
+6. writes an **explanation** an analyst can check.
 
 Signals (raw values are stored in ``Candidate.signals``; the contribution to the score is
 ``weight * signal``):
@@ -178,6 +181,9 @@ LAND_PENALTY = 4.0
 COAST_KM = 5.0
 COAST_MAX_KM = 100.0
 REGION_MIN_KM = 1.0
+# A place backed only by the photo's text, which the picture alone does not support, stays below
+# the default min_probability (0.25): an alternative to check, never the answer.
+TEXT_ONLY_CAP = 0.2
 UNION_SAMPLES = 1024
 KM_PER_DEG = math.pi * EARTH_RADIUS_KM / 180.0
 WEIGHTS_FILE_VERSION = 1
@@ -244,6 +250,11 @@ class VerificationInputs:
     # and fusion's "elsewhere in the country" mass per country code.
     evidence_probabilities: list[float] | None = None
     country_remainder: dict[str, float] = field(default_factory=dict)
+    # What the VLM answered when shown the photo without its text (the no-text request), and the
+    # evidence ids that come from that text: a place backed by those ids alone, which no such
+    # answer supports, is capped at TEXT_ONLY_CAP.
+    picture_guesses: list[VLMGuess] = field(default_factory=list)
+    untrusted_evidence: frozenset[str] = frozenset()
 
 
 class VerificationResult(BaseModel):
@@ -325,6 +336,7 @@ class Verifier:
         w = np.array([self._weights[k] for k in SIGNALS])
         scores = prep.matrix @ w
         probs, null_p = _softmax_with_null(scores, self._weights[NULL] + float(prep.null_row @ w))
+        probs, null_p = self._cap_text_only(inputs, merged, probs, null_p, prep.demotions)
         for i, c in enumerate(merged):
             c.signals = {k: round(float(prep.matrix[i, j]), 4) for j, k in enumerate(SIGNALS)}
             c.score = round(float(scores[i]), 4)
@@ -350,6 +362,52 @@ class Verifier:
             investigate=investigate,
             weights=self.weights,
         )
+
+    # -- untrusted text against the picture --
+
+    def _cap_text_only(
+        self,
+        inputs: VerificationInputs,
+        merged: list[Candidate],
+        probs: FloatArray,
+        null_p: float,
+        demotions: list[list[str]],
+    ) -> tuple[FloatArray, float]:
+        """Cap the places that rest only on the photo's text when no answer the model gave without
+        that text lands near them or in their country; the mass removed goes to "somewhere else"."""
+        from geosleuth.agents.vlm.reasoning import AGREE_KM
+
+        guesses = inputs.picture_guesses
+        if not guesses or not inputs.untrusted_evidence:
+            return probs, null_p
+        text_only = [
+            i
+            for i, c in enumerate(merged)
+            if probs[i] > TEXT_ONLY_CAP
+            and c.evidence_ids
+            and all(e in inputs.untrusted_evidence for e in c.evidence_ids)
+        ]
+        if not text_only:
+            return probs, null_p
+        seen = self.gaz.reverse([g.point for g in guesses])
+        seen_countries = {p.country_code for p in seen}
+        glat, glon = latlon_arrays([g.point for g in guesses])
+        where = _and(sorted({p.country for p in seen}))
+        out = probs.copy()
+        for i in text_only:
+            c = merged[i]
+            if c.place is None:
+                c.place = self.gaz.reverse_one(c.point)
+            near = haversine_km(c.point.lat, c.point.lon, glat, glon) <= max(AGREE_KM, c.radius_km)
+            if c.place.country_code in seen_countries or bool(np.any(near)):
+                continue
+            null_p += float(out[i] - TEXT_ONLY_CAP)
+            out[i] = TEXT_ONLY_CAP
+            demotions[i].append(
+                f"only the text read in the photo points here, and the model shown the photo without that text "
+                f"places it in {where}: text alone cannot carry the answer"
+            )
+        return out, min(1.0, null_p)
 
     # -- merging --
 

@@ -10,6 +10,7 @@ from geosleuth.agents.context import RunContext
 from geosleuth.agents.fusion import FusionResult
 from geosleuth.agents.state import RunState
 from geosleuth.agents.verifier import GEOCLIP_LOGIT_SCALE, VerificationInputs
+from geosleuth.agents.vlm.reasoning import TEXT_MOVED, text_free_guesses
 from geosleuth.schemas import (
     BoxRegion,
     Candidate,
@@ -26,6 +27,8 @@ NEIGHBOUR_CANDIDATES = 5
 # Evidence kinds whose country votes come from the image's pixels through a model, not from hard
 # facts; the verifier weighs them through their own signals (density, consistency, geo).
 SOFT_KINDS = {EvidenceKind.GALLERY, EvidenceKind.NEIGHBOURS, EvidenceKind.VLM}
+# Tools whose evidence comes from the text read in the photo (clues, its language, names looked up).
+TEXT_TOOLS = {"clues", "langid", "nominatim", "overpass"}
 
 
 def run(ctx: RunContext, step: TraceStep, *, stage: str | None = None) -> None:
@@ -141,6 +144,7 @@ def _verification_inputs(
         if state.vlm is not None
         else []
     )
+    picture = text_free_guesses(state.vlm) if state.vlm is not None else []
     return VerificationInputs(
         candidates=pool,
         hard_strength=0.0,  # the `evidence` signal carries fusion's posterior
@@ -156,6 +160,8 @@ def _verification_inputs(
         else GEOCLIP_LOGIT_SCALE,
         evidence_probabilities=evidence_p,
         country_remainder=remainder,
+        picture_guesses=picture,
+        untrusted_evidence=frozenset([TEXT_MOVED, *(e.id for e in state.evidence if e.tool in TEXT_TOOLS)]),
     )
 
 
