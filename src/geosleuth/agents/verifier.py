@@ -49,7 +49,9 @@ Signals (raw values are stored in ``Candidate.signals``; the contribution to the
     strength because with little evidence the caller's posterior is mostly its population prior.
 ``exif``
     A valid camera GPS point: +10 for the place at it (within ``max(exif_radius_km, 1 km)``), and
-    ``-min(20, 3 log(1 + excess / 10 km))`` for the others (-3.8 at 25 km, -13.8 at 1000 km).
+    ``-min(20, 3 log(1 + excess / 10 km))`` for the others (-3.8 at 25 km, -13.8 at 1000 km). When
+    other evidence contradicts the point (``exif_trust`` < 1, from fusion), the probabilities are a
+    mixture: ``trust`` times those with this signal plus ``1 - trust`` times those without it.
 ``timezone``
     Outside the capture time zone's longitude band (which holds 95% of that zone's people):
     ``-min(4, 1 + degrees outside / 5)``, after allowing for the candidate's radius.
@@ -255,6 +257,8 @@ class VerificationInputs:
     # answer supports, is capped at TEXT_ONLY_CAP.
     picture_guesses: list[VLMGuess] = field(default_factory=list)
     untrusted_evidence: frozenset[str] = frozenset()
+    # P(the camera GPS point is right) when other evidence contradicts it (fusion's gps_trust).
+    exif_trust: float = 1.0
 
 
 class VerificationResult(BaseModel):
@@ -337,6 +341,15 @@ class Verifier:
         scores = prep.matrix @ w
         probs, null_p = _softmax_with_null(scores, self._weights[NULL] + float(prep.null_row @ w))
         probs, null_p = self._cap_text_only(inputs, merged, probs, null_p, prep.demotions)
+        trust = min(1.0, max(0.0, float(inputs.exif_trust)))
+        if inputs.exif_point is not None and trust < 1.0:
+            # the GPS may be wrong: mix the ranking with the camera point and the ranking without it
+            without = prep.matrix.copy()
+            without[:, SIGNALS.index("exif")] = 0.0
+            probs_b, null_b = _softmax_with_null(without @ w, self._weights[NULL] + float(prep.null_row @ w))
+            probs_b, null_b = self._cap_text_only(inputs, merged, probs_b, null_b, [[] for _ in merged])
+            probs = trust * probs + (1 - trust) * probs_b
+            null_p = trust * null_p + (1 - trust) * null_b
         for i, c in enumerate(merged):
             c.signals = {k: round(float(prep.matrix[i, j]), 4) for j, k in enumerate(SIGNALS)}
             c.score = round(float(scores[i]), 4)

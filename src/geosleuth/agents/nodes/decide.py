@@ -31,8 +31,8 @@ def route(ctx: RunContext) -> str:
 
 
 def why_investigate(state: RunState, threshold: float) -> str | None:
-    if state.fusion is not None and state.fusion.basis == "exif-gps":
-        return None
+    if state.fusion is not None and state.fusion.basis == "exif-gps" and not state.fusion.gps_conflicts:
+        return None  # a camera GPS point nothing contradicts
     top = state.ranked[0] if state.ranked else None
     if top is None or state.confidence < threshold:
         return f"the best answer has probability {state.confidence:.2f} < {threshold:.2f}"

@@ -99,6 +99,14 @@ def _pool(state: RunState, fused: FusionResult) -> tuple[list[Candidate], list[f
         for c in fused.candidates
         if c.place is not None and c.granularity in (Granularity.COUNTRY, Granularity.REGION)
     }
+    if fused.gps_conflicts and fused.gps_trust < 1:
+        # Contradicted GPS: the verifier mixes "GPS right" with "GPS wrong" (see Verifier.verify), so
+        # the evidence's own probabilities are given as they are without the GPS point's share.
+        rest = max(1e-9, 1.0 - next((c.probability for c in pool if c.source == CandidateSource.EXIF), 0.0))
+        evidence_p = [
+            0.0 if c.source == CandidateSource.EXIF else min(1.0, c.probability / rest) for c in pool
+        ]
+        remainder = {cc: min(1.0, p / rest) for cc, p in remainder.items()}
     found = state.found
     extra: list[Candidate] = []
     if found is not None:
@@ -149,6 +157,7 @@ def _verification_inputs(
         candidates=pool,
         hard_strength=0.0,  # the `evidence` signal carries fusion's posterior
         exif_point=gps.point if use_gps and gps is not None else None,
+        exif_trust=state.fusion.gps_trust if state.fusion is not None else 1.0,
         exif_radius_km=(exif.gps_radius_km if exif is not None and exif.gps_radius_km else 0.1),
         utc_band=band,
         similar=list(found.similar) if found is not None else [],
