@@ -714,13 +714,19 @@ class EvidenceFusion:
             if e.usable and e.weight > 0 and e.countries
         ]
         if weak and hints:
-            tops = sorted(country_p.items(), key=lambda kv: -kv[1])[:3]
+            tops = [c for c, _ in sorted(country_p.items(), key=lambda kv: -kv[1])[:3]]
+            best = weak[0]
+            where = (
+                best.label
+                if best.granularity == Granularity.COUNTRY or not best.place
+                else best.place.short()
+            )
             parts.append(
                 "Weak hints only: "
                 + "; ".join(hints[:4])
-                + ". Given them, the likeliest countries are "
-                + ", ".join(f"{self.gaz.country_name(c)} ({p:.2f})" for c, p in tops)
-                + f": too uncertain to answer (threshold {self.settings.min_probability:.2f})."
+                + f". They point most to {_and([self.gaz.country_name(c) for c in tops])}, but no place is "
+                f"likely enough: the best, {where}, has probability {best.probability:.2f}, below the "
+                f"{self.settings.min_probability:.2f} an answer needs."
             )
         else:
             parts.append("No clue in the metadata or the text implies any place.")

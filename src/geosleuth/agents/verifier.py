@@ -203,6 +203,46 @@ SIGNAL_TEXT = {
     "prior": "its source",
 }
 
+# Why a signal favours a place, in words (the plain explanation; the scores go to the trace).
+SIGNAL_FOR = {
+    "evidence": "the evidence read from the photo fits it better",
+    "geo": "the photo looks more like pictures taken there",
+    "density": "more of the similar photos were taken near it",
+    "consistency": "more of the VLM's answers agree with it",
+    "hard": "the hard evidence for its country is stronger",
+    "exif": "it is where the camera's GPS puts the photo",
+    "timezone": "it fits the camera clock's time zone",
+    "land": "it is on land",
+    "tools": "OpenStreetMap has features named like the photo's text near it",
+    "prior": "it is a more specific claim",
+}
+# ... and why it counts against one.
+SIGNAL_AGAINST = {
+    "evidence": "the evidence read from the photo only weakly supports it",
+    "geo": "the photo looks less like pictures taken there",
+    "density": "the dissimilar photos were taken nearer to it than the similar ones",
+    "consistency": "few of the VLM's answers are near it",
+    "hard": "the hard evidence points to another country",
+    "exif": "it is far from the camera's GPS point",
+    "timezone": "it is outside the camera clock's time zone",
+    "land": "it is in the sea",
+    "tools": "no OpenStreetMap feature confirms it",
+    "prior": "it stands for a whole region, not a place",
+}
+SOURCE_WORDS = {
+    CandidateSource.EXIF.value: "the camera's GPS",
+    CandidateSource.TOOL.value: "a map lookup",
+    CandidateSource.TEXT_CLUE.value: "a place named in the image",
+    CandidateSource.GALLERY.value: "the GPS gallery",
+    CandidateSource.NEIGHBOUR.value: "a similar photo",
+    CandidateSource.VLM.value: "the VLM",
+    CandidateSource.GAZETTEER.value: "a country's population centre",
+    CandidateSource.HYPOTHESIS.value: "a place asked about",
+}
+# A signal's contribution counts as a reason in the plain text from this size on (log units).
+PLAIN_MIN_DIFF = 0.3
+PLAIN_MIN_AGAINST = 1.0
+
 _GRANULARITY_RANK = {g: i for i, g in enumerate(Granularity)}
 _SOURCE_RANK = {
     s: i
@@ -275,6 +315,9 @@ class VerificationResult(BaseModel):
     explanation: str
     comparison: str = Field(
         default="", description="The explanation without its first sentence: why the best beat the rest."
+    )
+    scores: str = Field(
+        default="", description="The same account with the signals' scores (for traces, not for people)."
     )
     null_probability: float = Field(ge=0.0, le=1.0, description="Probability of 'somewhere else'.")
     top_margin: float = Field(ge=0.0, le=1.0, description="Best probability minus the runner-up's.")
@@ -364,12 +407,13 @@ class Verifier:
         top_margin = ranked[0].probability - (ranked[1].probability if len(ranked) > 1 else 0.0)
         regions = self._regions(ranked)
         investigate = ranked[0].probability < self.settings.investigate_below
-        explanation = self._explain(ranked, contrib, demotions, null_p, investigate)
+        explanation = self._explain_plain(ranked, contrib, demotions, investigate)
         return VerificationResult(
             candidates=ranked,
             regions=regions,
             explanation=explanation.replace("\n", " "),
             comparison=explanation.split("\n", 1)[1],
+            scores=self._explain(ranked, contrib, demotions, null_p, investigate).replace("\n", " "),
             null_probability=float(min(1.0, max(0.0, null_p))),
             top_margin=float(min(1.0, max(0.0, top_margin))),
             investigate=investigate,
@@ -617,6 +661,56 @@ class Verifier:
         ]
 
     # -- explanation --
+
+    def _explain_plain(
+        self, ranked: list[Candidate], contrib: FloatArray, demotions: list[list[str]], investigate: bool
+    ) -> str:
+        """Why the best place won and what argued against it, in words: the signals' scores stay
+        in :meth:`_explain` (``VerificationResult.scores``)."""
+        best = ranked[0]
+        who = _and([SOURCE_WORDS.get(s, s) for s in (best.sources or [best.source.value])])
+        parts = [
+            f"Best: {best.label}, within about {max(best.radius_km, REGION_MIN_KM):.0f} km, proposed by {who}."
+        ]
+        if len(ranked) > 1:
+            second = ranked[1]
+            diff = contrib[0] - contrib[1]
+            why = [
+                self._reason_for(SIGNALS[j], best, second)
+                for j in np.argsort(-diff)[:3]
+                if diff[j] >= PLAIN_MIN_DIFF
+            ]
+            lead = f"It beat the runner-up, {second.label}"
+            parts.append(lead + (", because " + _and(why) + "." if why else ": nothing much separates them."))
+            edge = [SIGNAL_FOR[SIGNALS[j]] for j in np.argsort(diff)[:2] if diff[j] <= -PLAIN_MIN_DIFF]
+            if edge:
+                parts.append(f"The runner-up had the edge: {_and(edge)}.")
+        else:
+            parts.append("It was the only candidate.")
+        against = [
+            SIGNAL_AGAINST[SIGNALS[j]]
+            for j in np.argsort(contrib[0])[:3]
+            if contrib[0, j] <= -PLAIN_MIN_AGAINST
+        ]
+        if against:
+            note = f" ({'; '.join(demotions[0])})" if demotions[0] else ""
+            parts.append(f"Against it: {_and(against)}{note}.")
+        demoted = [(c, d) for c, d in zip(ranked[1:], demotions[1:], strict=True) if d]
+        if demoted:
+            shown = "; ".join(f"{c.label}: {', '.join(d)}" for c, d in demoted[:4])
+            more = f" and {len(demoted) - 4} more" if len(demoted) > 4 else ""
+            parts.append(f"Demoted: {shown}{more}.")
+        if investigate:
+            parts.append("The evidence is weak or split: worth checking further.")
+        return parts[0] + "\n" + " ".join(parts[1:])
+
+    @staticmethod
+    def _reason_for(signal: str, best: Candidate, second: Candidate) -> str:
+        if signal == "prior":
+            a = SOURCE_WORDS.get(best.source.value, best.source.value)
+            b = SOURCE_WORDS.get(second.source.value, second.source.value)
+            return f"it is a more specific claim ({a} rather than {b})" if a != b else SIGNAL_FOR[signal]
+        return SIGNAL_FOR[signal]
 
     def _explain(
         self,

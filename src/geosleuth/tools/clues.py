@@ -752,9 +752,8 @@ class ClueExtractor:
         best = languages[0]
         letters = sum(ch.isalpha() for t in texts for ch in t)
         if best.confidence < MIN_LANGUAGE_CONFIDENCE:
-            report.missing.append(
-                f"the text's language is unclear (best guess {best.name}, confidence {best.confidence:.2f})"
-            )
+            # a guess this weak is noise: naming it ("Uzbek" for a French sign) would mislead
+            report.missing.append("the text's language is unclear")
             return
         weight = 0.6 * best.confidence * min(1.0, letters / 30.0)
         countries = self.gaz.language_countries(best.code)

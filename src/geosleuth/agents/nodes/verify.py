@@ -79,7 +79,7 @@ def run(ctx: RunContext, step: TraceStep, *, stage: str | None = None) -> None:
         name,
         StageStatus.RAN,
         f"{len(pool)} candidates from {', '.join(sources)} merged into {len(result.candidates)} places; "
-        f"best p={state.confidence:.2f}, somewhere else p={result.null_probability:.2f}",
+        f"best {state.confidence:.2f}, somewhere else {result.null_probability:.2f}",
         t0=t0,
     )
     step.outputs["top"] = [
@@ -87,6 +87,7 @@ def run(ctx: RunContext, step: TraceStep, *, stage: str | None = None) -> None:
         for c in ranked[:3]
     ]
     step.outputs["confidence"] = round(state.confidence, 4)
+    step.outputs["scores"] = result.scores  # the verifier's account with its signals' scores
 
 
 def _pool(state: RunState, fused: FusionResult) -> tuple[list[Candidate], list[float], dict[str, float]]:
