@@ -49,9 +49,10 @@ def _japan(pred: Prediction) -> float:
 def _assert_contradicted(pred: Prediction, kind_ids: set[str]) -> None:
     assert pred.status == "located" and pred.basis == "exif-gps"  # the camera point is still the answer
     assert pred.confidence < 0.99
-    assert kind_ids <= {e.id for e in pred.evidence if e.reason}
-    assert pred.warnings
-    assert "may be wrong or edited" in pred.explanation
+    checks = {e.id: e for e in pred.evidence if e.id.startswith("check.") and e.reason}
+    assert kind_ids <= set(checks)
+    for eid in kind_ids:  # each disagreeing piece of evidence is named, as a warning and in the text
+        assert checks[eid].value in pred.warnings and checks[eid].value in pred.explanation
     assert any("may be wrong or edited" in n for n in _gps(pred).notes)
 
 

@@ -659,9 +659,10 @@ class EvidenceFusion:
                 text
                 + " But other evidence disagrees: "
                 + "; ".join(c.text for c in conflicts)
-                + ". The metadata may be wrong or edited (or copied from another photo), so the answer is "
-                f"less certain (probability {best.probability:.2f}) and the places the other evidence points "
-                "to are kept as alternatives."
+                + ". Either that has another explanation (a brand or a destination named on a sign, a clock "
+                "left on another time zone) or the metadata is wrong or edited (or copied from another "
+                f"photo), so the answer is less certain (probability {best.probability:.2f}) and the places "
+                "the other evidence points to are kept as alternatives."
             )
         text += " Metadata can be edited or copied from another photo, so treat it as a claim to check against the image."
         if warnings:
