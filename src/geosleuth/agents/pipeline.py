@@ -310,7 +310,11 @@ def _explanation(planner: Planner, state: RunState, best: Candidate | None) -> s
     assert fused is not None
     # fusion ran on the hard evidence only: its country posterior is the one to explain with
     country_p = fused.country_probabilities
-    parts = [planner.deps.fusion.explain(best, state.ranked, state.evidence, country_p, fused.warnings)]
+    parts = [
+        planner.deps.fusion.explain(
+            best, state.ranked, state.evidence, country_p, fused.warnings, fused.gps_conflicts
+        )
+    ]
     if state.verdict and (best is None or best.source != CandidateSource.EXIF):
         parts.append(state.verdict)
     decision = state.decision

@@ -29,6 +29,7 @@ import io
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -175,6 +176,43 @@ class Reply:
 
 
 ReplySource = Reply | Callable[[dict[str, Any]], Reply]
+
+
+def user_text(body: dict[str, Any]) -> str:
+    """The text a chat request gives in its user messages (every text part, joined by newlines)."""
+    out: list[str] = []
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append(content)
+        elif isinstance(content, list):
+            out += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return "\n".join(out)
+
+
+def obeying(places: dict[str, VLMGuess], otherwise: VLMGuess) -> Callable[[dict[str, Any]], Reply]:
+    """A reply function for a model that does what text in its prompt tells it: the answer is the
+    place of ``places`` (keyed by the name as written) whose name comes first in the request's user
+    text, case-insensitively; a request that names none of them (one made without the photo's
+    text, say) gets ``otherwise``, standing for what the model sees in the picture."""
+
+    # whole words only ("Lima" is not in "climate"), except in scripts written without spaces
+    def pattern(name: str) -> re.Pattern[str]:
+        key = re.escape(name.casefold())
+        before = "(?<!\\w)" if ord(name[0]) < 0x2E80 else ""
+        after = "(?!\\w)" if ord(name[-1]) < 0x2E80 else ""
+        return re.compile(before + key + after)
+
+    keys = {name.casefold(): (pattern(name), guess) for name, guess in places.items()}
+
+    def reply(body: dict[str, Any]) -> Reply:
+        text = user_text(body).casefold()
+        found = [(m.start(), -len(k), k) for k, (rx, _) in keys.items() if (m := rx.search(text))]
+        return Reply.guess(keys[min(found)[2]][1] if found else otherwise)
+
+    return reply
 
 
 @dataclass(frozen=True)
@@ -669,4 +707,6 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "ReplySource",
+    "obeying",
+    "user_text",
 ]
