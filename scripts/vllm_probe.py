@@ -227,7 +227,10 @@ def follows(name: str, obj: Any) -> bool:
 
 def summarise_locate(path: Path) -> None:
     """One line per image of a `geosleuth locate --json` run with a VLM."""
-    for line in path.read_text().splitlines():
+    # Not splitlines(): a random model's text holds U+0085, U+2028 and friends, which JSON leaves raw.
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
         p = json.loads(line)
         if "error" in p and "stages" not in p:
             print(f"  {p['source']}: error {p['error']}")

@@ -25,9 +25,17 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Building the gazetteer index takes ~15 s; share it between test runs on one machine.
 os.environ.setdefault("GEOSLEUTH_CACHE_DIR", str(ROOT / ".cache" / "test-cache"))
+# A local copy of Leaflet (the npm tarball's package/dist) for the online map's browser test;
+# .ci/run fetches it from the npm registry into .cache/.
+LEAFLET_DIR = Path(
+    os.environ.get("GEOSLEUTH_LEAFLET_DIR")
+    or ROOT / ".cache" / "leaflet" / "leaflet-1.9.4" / "package" / "dist"
+)
 for var in list(os.environ):
-    # GEOSLEUTH_CHROMIUM names a program (geosleuth.testing.browser), not a setting: it stays.
-    if var.startswith("GEOSLEUTH_") and var not in ("GEOSLEUTH_CACHE_DIR", "GEOSLEUTH_CHROMIUM"):
+    # GEOSLEUTH_CHROMIUM names a program (geosleuth.testing.browser), GEOSLEUTH_LEAFLET_DIR a
+    # folder of test data, not settings: they stay.
+    kept = ("GEOSLEUTH_CACHE_DIR", "GEOSLEUTH_CHROMIUM", "GEOSLEUTH_LEAFLET_DIR")
+    if var.startswith("GEOSLEUTH_") and var not in kept:
         del os.environ[var]
 os.environ["GEOSLEUTH_CONFIG"] = str(ROOT / "tests" / "no-config.toml")
 

@@ -203,6 +203,8 @@ def test_a_sign_too_small_for_ocr_is_read_through_zoom_when_the_vlm_asks(
     zooms = [c for t in pred.trace for c in t.tool_calls if c.name == "zoom"]
     assert len(zooms) == 1 and zooms[0].cost["tool_calls"] == 1 and "Paris" in zooms[0].result
     assert pred.usage.tool_calls == 1
+    investigated = [s for s in pred.stages if s.name.startswith("investigate")]
+    assert [s.engine for s in investigated] == ["zoom"]  # only the zoom ran: not "osm"
     offered = next(r.body for r in fake_vlm.chat_requests if "tools" in r.body)
     assert [t["function"]["name"] for t in offered["tools"]] == ["zoom"]
     assert offered["tools"][0] == TOOLS["zoom"].openai_spec()  # the schema the VLM sees is the declared one
@@ -241,6 +243,7 @@ def test_the_vlm_is_offered_the_declared_osm_tools(settings, gazetteer, fake_vlm
     calls = [c for t in pred.trace for c in t.tool_calls]
     assert calls[0].name == "geocode" and calls[0].arguments["name"] == "Berlin"
     assert pred.usage.tool_calls == len(calls) == len(fake_osm.requests)
+    assert {s.engine for s in pred.stages if s.name.startswith("investigate")} <= {"osm", None}
     assert pred.usage.vlm_requests >= 2  # the guess and at least one tool choice
 
 
@@ -397,3 +400,12 @@ def test_locate_trace_shows_each_tool_call_with_arguments_result_and_cost(fake_o
     assert tool_lines and tool_lines[0].startswith('tool: geocode({"name": "Berlin"')
     assert "hits" in tool_lines[0] and "tool_calls=1" in tool_lines[0]
     assert len(tool_lines) == len(fake_osm.requests)
+
+
+def test_the_investigate_stage_names_the_tools_that_ran():
+    from geosleuth.agents.nodes.investigate import _engine, _engine_of
+
+    assert _engine({_engine_of("zoom")}) == "zoom"
+    assert _engine({_engine_of("geocode"), _engine_of("find_osm_feature")}) == "osm"
+    assert _engine({_engine_of("zoom"), _engine_of("geocode")}) == "osm+zoom"
+    assert _engine(set()) is None  # nothing ran: no engine to name

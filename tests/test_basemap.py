@@ -385,3 +385,19 @@ def test_unreadable_data_is_a_typed_error(
         read_basemap(path)
     assert isinstance(info.value, ValueError) and exit_code(info.value) == 2
     assert "reinstall" in str(info.value)
+
+
+def test_with_aspect_grows_a_strip_or_a_ribbon_into_a_readable_view():
+    from geosleuth.report.basemap import with_aspect
+
+    strip = view_box([LatLon(lat=52.0, lon=10.0), LatLon(lat=-26.0, lon=28.0)])  # Europe to South Africa
+    assert strip[2] / strip[3] < 1
+    x, _, w, h = with_aspect(strip)
+    assert w / h == pytest.approx(1.25) and h == pytest.approx(strip[3])
+    assert x + w / 2 == pytest.approx(strip[0] + strip[2] / 2)  # about the same centre
+    ribbon = view_box([LatLon(lat=48.0, lon=-4.0), LatLon(lat=35.7, lon=139.7)], 50)  # Brest to Tokyo
+    _, _, w, h = with_aspect(ribbon)
+    assert w / h == pytest.approx(2.2) and w == pytest.approx(ribbon[2])
+    assert with_aspect((-180.0, -90.0, 360.0, 180.0)) == (-180.0, -90.0, 360.0, 180.0)  # the world fits
+    tall = with_aspect((-10.0, -90.0, 20.0, 180.0))  # cannot grow past the poles: it widens
+    assert tall[3] == 180.0 and tall[2] == pytest.approx(225.0)

@@ -75,6 +75,43 @@ def test_network_requests_are_blocked_and_recorded(browser_page: OpenPage) -> No
     assert all(r.allowed == (r.url == page.url) for r in page.requests)
 
 
+def test_served_patterns_answer_instead_of_the_network_and_the_rest_stays_blocked(
+    browser_page: OpenPage,
+) -> None:
+    import base64
+    import hashlib
+
+    from geosleuth.testing.browser import Served
+
+    js = b"document.body.dataset.lib = 'ran';"
+    sri = "sha384-" + base64.b64encode(hashlib.sha384(js).digest()).decode()
+    page = browser_page(
+        f"""<body><script src="https://cdn.example.org/lib.js" integrity="{sri}" crossorigin="anonymous"></script>
+        <img id="tile" src="https://tiles.example.org/1/0/0.png"><img id="other" src="https://example.org/x.png"></body>""",
+        serve={
+            "https://cdn.example.org/lib.js": Served(js, "application/javascript"),
+            "https://tiles.example.org/**": Served(_png(4, 3), "image/png"),
+        },
+    )
+    assert page.evaluate("document.body.dataset.lib") == "ran"  # CORS and SRI passed on the copy
+    assert page.evaluate("document.getElementById('tile').naturalWidth") == 4
+    assert [r.url for r in page.requests if r.served] == [
+        "https://cdn.example.org/lib.js",
+        "https://tiles.example.org/1/0/0.png",
+    ]
+    assert [r.url for r in page.blocked_requests] == ["https://example.org/x.png"]
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 220, 240)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_console_errors_and_uncaught_exceptions_are_collected(browser_page: OpenPage) -> None:
     page = browser_page(
         """<script>

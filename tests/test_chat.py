@@ -46,6 +46,8 @@ def evidence_ids(conv: Conversation, photo: int = 1) -> set[str]:
         ("Why Portugal and not Spain?", "why_not"),
         ("Could it be Porto?", "could_be"),
         ("Is this in Belgium?", "could_be"),
+        ("What is the probability of Spain?", "could_be"),
+        ("What are the chances that it is in Italy?", "could_be"),
         ("What does the sign say?", "text"),
         ("What are the alternatives?", "alternatives"),
         ("What would help?", "missing"),
@@ -414,3 +416,31 @@ def test_loaded_conversation_without_its_photo_says_so(locator, tmp_path: Path) 
     hint = back.ask("it was taken in Portugal")
     assert hint.error is not None and ImageInputError.__name__ in hint.error and hint.hints == []
     assert len(back.turns) == 3
+
+
+def test_a_hint_is_recorded_even_if_its_stream_is_closed(locator) -> None:  # type: ignore[no-untyped-def]
+    conv = Conversation(locator, [EXAMPLE])
+    stream = conv.stream("it was taken in France")
+    first = next(stream)
+    stream.close()
+    assert isinstance(first, str) and "hint.1" in first
+    assert [t.hints[0].id for t in conv.turns] == ["hint.1"]  # the evidence changed: the turn says so
+
+
+def test_either_or_checks_both(paris: Conversation) -> None:
+    turn = paris.ask("Could it be Portugal or Spain?")
+    assert [c.name for c in turn.tool_calls] == ["check_place", "check_place"]
+    assert "Portugal" in turn.answer and "Spain" in turn.answer
+
+
+def test_probability_of_a_place(paris: Conversation) -> None:
+    turn = paris.ask("What is the probability of Spain?")
+    assert turn.check is not None and turn.check.country_code == "ES"
+
+
+def test_the_gps_argues_against_elsewhere(locator) -> None:  # type: ignore[no-untyped-def]
+    conv = Conversation(locator, [fixture("exif_gps.jpg")])  # GPS at the Eiffel tower
+    turn = conv.ask("Could it be Spain?")
+    assert turn.check is not None and turn.check.verdict == "very_unlikely"
+    assert turn.cited_evidence[0] == "exif.gps"
+    assert "exif.gps" not in conv.ask("Could it be Paris?").cited_evidence

@@ -205,3 +205,21 @@ def test_compare_adds_the_published_anchors(tmp_path):
     md = compare([out], anchors=True)
     assert "| GeoCLIP (published, im2gps3k) | 14.11 | 34.47 | 50.65 | 69.67 | 83.82 |" in md
     assert "| run (im2gps3k, n=1) | 100.00 |" in md
+
+
+def test_load_run_closes_the_records_file(tmp_path):
+    import gc
+    import warnings
+
+    from geosleuth.eval.report import load_run
+
+    out = tmp_path / "run"
+    out.mkdir()
+    rec = EvalRecord(key="k", sample_id="a", dataset="x", truth=LatLon(lat=1, lon=2), status="error")
+    (out / RECORDS).write_text(rec.model_dump_json() + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        records, _ = load_run(out)
+        gc.collect()  # an unclosed handle warns when it is collected
+    assert [r.key for r in records] == ["k"]
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

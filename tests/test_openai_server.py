@@ -94,6 +94,66 @@ def test_raw_response_is_vllm_shaped(srv: FakeOpenAIServer) -> None:
     # field by field against bodies a real vLLM returned: tests/test_vllm_parity.py
 
 
+# --- streaming -----------------------------------------------------------------------------------
+
+
+def test_streaming_is_refused_unless_turned_on(srv: FakeOpenAIServer, client: Any) -> None:
+    with pytest.raises(openai.BadRequestError, match="does not stream"):
+        client.chat.completions.create(model=MODEL, messages=_messages(), stream=True)
+    srv.streaming = True
+    assert list(client.chat.completions.create(model=MODEL, messages=_messages(), stream=True))
+
+
+def test_streamed_content_comes_in_several_chunks_then_done(srv: FakeOpenAIServer, client: Any) -> None:
+    srv.streaming = True
+    text = "The sign is in French and names Paris; the postcode 75001 agrees."
+    srv.script(Reply.text(text))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=_messages(), stream=True, stream_options={"include_usage": True}
+        )
+    )
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert deltas[0].role == "assistant" and deltas[0].content == ""
+    pieces = [d.content for d in deltas[1:] if d.content]
+    assert len(pieces) > 3 and "".join(pieces) == text
+    assert all(len(p) <= srv.chunk_chars for p in pieces)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(text) // 4
+    assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].object == "chat.completion.chunk"
+
+
+def test_streamed_tool_calls_come_as_deltas(srv: FakeOpenAIServer, client: Any) -> None:
+    srv.streaming = True
+    srv.script(Reply.calls(("geocode", {"name": "Rue de Rivoli"}), ("check_place", {"place": "Porto"})))
+    calls: dict[int, dict[str, str]] = {}
+    finish = None
+    for chunk in client.chat.completions.create(model=MODEL, messages=_messages(), stream=True):
+        for tc in chunk.choices[0].delta.tool_calls or []:
+            slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+            slot["id"] = slot["id"] or (tc.id or "")
+            slot["name"] = slot["name"] or (tc.function.name or "")
+            slot["arguments"] += tc.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls"
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
+        ("geocode", {"name": "Rue de Rivoli"}),
+        ("check_place", {"place": "Porto"}),
+    ]
+    assert all(c["id"].startswith("chatcmpl-tool-") for c in calls.values())
+
+
+def test_a_stream_cut_halfway_is_a_connection_error(srv: FakeOpenAIServer, client: Any) -> None:
+    srv.streaming = True
+    srv.script(Reply.text("one two three four five six seven", cut_after_chunks=2))
+    got = []
+    with pytest.raises(openai.APIConnectionError):
+        for chunk in client.chat.completions.create(model=MODEL, messages=_messages(), stream=True):
+            got.append(chunk.choices[0].delta.content or "")
+    assert "".join(got) == "one two three "  # the role chunk, then two content chunks
+    assert client.chat.completions.create(model=MODEL, messages=_messages()).choices  # the server is fine
+
+
 @pytest.mark.parametrize(
     ("reply", "finish", "parse", "error_type"),
     [

@@ -211,7 +211,8 @@ def test_verifier_fit_cli_writes_weights_the_planner_then_uses(settings, gazette
 
 def test_the_vlm_chooses_the_checks_and_only_valid_ones_run(settings, gazetteer, osm, tmp_path, vlm_server):
     vlm_server.script(
-        Reply.guess(guess(*BERLIN)),
+        Reply.guess(guess(*BERLIN)),  # asked with the photo's text
+        Reply.guess(guess(*BERLIN)),  # and without it (the no-text request)
         Reply.calls(
             ("find_osm_feature", {"name": "Königstraße", "latitude": 52.52, "longitude": 13.40}),
             ("geocode", {"name": "Eiffel Tower"}),  # not read in the photo: refused
@@ -246,6 +247,7 @@ def test_the_vlm_chooses_the_checks_and_only_valid_ones_run(settings, gazetteer,
 def test_a_rule_chooses_when_the_server_has_no_tool_calling(settings, gazetteer, osm, tmp_path, vlm_server):
     vlm_server.script(
         Reply.guess(guess(*BERLIN)),
+        Reply.guess(guess(*BERLIN)),  # the no-text request
         Reply.error(
             400, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
         ),

@@ -191,3 +191,267 @@ def test_cli_writes_one_file_or_a_folder_with_an_index(tmp_path):
     assert res.exit_code == 0 and md.read_text().startswith("# Where was this photo taken?")
     res = runner.invoke(app, ["report", "examples/rue-de-rivoli.jpg", "--out", str(md), "--format", "pdf"])
     assert res.exit_code == 2
+
+
+# --- --redact-exif -------------------------------------------------------------------------------
+
+OPERA = (-33.856784, 151.215297)  # nowhere else in a report of a blank photo
+CAMERA = ("Nikonia", "Z9000 Mark II")
+CAPTIONS = ("holiday at the harbour", "Jane Roe", "(c) Jane Roe 2024")
+
+
+def gps_photo(tmp_path, name: str = "gps.jpg") -> str:  # type: ignore[no-untyped-def]
+    """A photo whose metadata says where (GPS, altitude, bearing), when and who (camera, captions)."""
+    from data import exif_bytes
+
+    raw = piexif.load(
+        exif_bytes(
+            lat=OPERA[0],
+            lon=OPERA[1],
+            make=CAMERA[0],
+            model=CAMERA[1],
+            when="2023:11:05 07:41:52",
+            offset="+11:00",
+            gps_time=("2023:11:04", (20, 41, 52)),
+            gps={piexif.GPSIFD.GPSImgDirectionRef: b"T", piexif.GPSIFD.GPSImgDirection: (2735, 10)},
+        )
+    )
+    raw["0th"][piexif.ImageIFD.ImageDescription] = CAPTIONS[0].encode()
+    raw["0th"][piexif.ImageIFD.Artist] = CAPTIONS[1].encode()
+    raw["0th"][piexif.ImageIFD.Copyright] = CAPTIONS[2].encode()
+    path = tmp_path / name
+    Image.new("RGB", (320, 240), (90, 140, 60)).save(path, exif=piexif.dump(raw), quality=90)
+    return str(path)
+
+
+def secrets() -> list[str]:
+    """What the metadata gave away, as a report could write it: each coordinate at 2 to 6
+    decimals (without its sign, which a hemisphere letter may replace), in degrees-minutes-seconds,
+    and the time and the camera and the captions."""
+    from geosleuth.schemas import LatLon
+
+    out = [f"{abs(v):.{d}f}" for v in OPERA for d in range(2, 7)]
+    out += LatLon(lat=OPERA[0], lon=OPERA[1]).dms().split(" ")
+    out += ["2023-11-05", "2023:11:05", "07:41:52", "273.5", "274°", *CAMERA, *CAPTIONS]
+    return out
+
+
+def without_basemap(page: str) -> str:
+    """The page without the basemap's path data, whose thousands of 2-decimal numbers match any
+    coordinate's 2-decimal rounding by chance."""
+    return re.sub(r'<g class="basemap">.*?</g>', "", page, flags=re.S)
+
+
+def leaks(text: str) -> list[str]:
+    plain = htmllib.unescape(without_basemap(text)).replace("\\", "")  # Markdown escapes too
+    return [s for s in secrets() if s in plain]
+
+
+def test_redact_exif_removes_where_when_and_who_from_every_format(settings, gazetteer, fake_vlm, tmp_path):
+    # the VLM is told the metadata (as tool facts) and echoes it: its copy must go too
+    fake_vlm.reset()
+    fake_vlm.default = Reply.guess(
+        VLMGuess(
+            latitude=round(OPERA[0], 4),
+            longitude=round(OPERA[1], 4),
+            confidence=0.9,
+            rationale=f"The metadata puts it at {OPERA[0]:.4f}, {OPERA[1]:.4f}, shot on a {CAMERA[0]}.",
+        )
+    )
+    loc = make_locator(
+        settings, gazetteer, offline=True, vlm={"base_url": fake_vlm.base_url, "rag_k": [0], "samples": 2}
+    )
+    pred, image = run(loc, gps_photo(tmp_path))
+    assert pred.basis == "exif-gps"
+    for fmt in ("html", "md", "json"):
+        plain = render_report(pred, fmt, image=image)  # type: ignore[arg-type]
+        assert f"{abs(OPERA[0]):.5f}" in plain and CAMERA[1] in plain  # the control: they were there
+        shared = render_report(pred, fmt, image=image, redact_exif=True)  # type: ignore[arg-type]
+        assert leaks(shared) == [], fmt
+        assert "redacted (--redact-exif)" in shared.replace("\\", "")
+        assert "coarsened to about 10 km because they come from the photo's GPS metadata" in htmllib.unescape(
+            shared
+        ).replace("\\", "")
+
+    red = Prediction.model_validate_json(render_report(pred, "json", redact_exif=True))
+    assert red.redaction is not None and red.redaction.coarsened_deg == 0.1
+    assert red.best is not None and (red.best.point.lat, red.best.point.lon) == (-33.9, 151.2)
+    assert red.best.radius_km >= 10 and all(c.radius_km >= 10 for r in red.regions for c in r.circles)
+    assert red.regions[0].area_km2 >= 314
+    gps = next(e for e in red.evidence if e.id == "exif.gps")
+    assert gps.point is None and gps.region is None and set(gps.details) == {"lat", "lon"}
+    assert gps.value == "GPS position: redacted (--redact-exif)"
+    assert {"exif.gps", "exif.time", "exif.camera", "exif.artist", "exif.bearing"} <= set(
+        red.redaction.evidence_ids
+    )
+    assert (
+        next(e for e in red.evidence if e.id == "exif.offset").value
+        == next(e for e in pred.evidence if e.id == "exif.offset").value
+    )  # a band of longitudes: kept
+    assert red.provenance.image_sha256 == pred.provenance.image_sha256  # a hash is not a place
+    # the answer card still says, plainly, that the photo carries GPS metadata
+    page = render_report(pred, "html", image=image, redact_exif=True)
+    assert "EXIF metadata carries a GPS position" in page
+    assert 'value="-33.9, 151.2"' in page and "#map=11/-33.9/151.2" in page
+
+
+def test_redact_exif_without_the_gps_answer_removes_and_does_not_coarsen(settings, gazetteer, tmp_path):
+    loc = make_locator(settings, gazetteer, offline=True, use_exif_gps=False)
+    pred, image = run(loc, gps_photo(tmp_path))
+    assert pred.basis != "exif-gps"
+    red = render_report(pred, "json", redact_exif=True)
+    assert leaks(red) == [] and leaks(render_report(pred, "html", image=image, redact_exif=True)) == []
+    assert Prediction.model_validate_json(red).redaction.coarsened_deg is None  # type: ignore[union-attr]
+    from geosleuth.report import redact_exif
+
+    once = redact_exif(pred)
+    assert redact_exif(once) == once  # idempotent
+
+
+def test_cli_redact_exif_covers_the_report_and_the_index(tmp_path):
+    photo = gps_photo(tmp_path)
+    runner = CliRunner()
+    one = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", photo, "--out", str(one), "-q", "--redact-exif"])
+    assert res.exit_code == 0, res.output
+    assert leaks(one.read_text()) == [] and "redacted (--redact-exif)" in one.read_text()
+    res = runner.invoke(app, ["report", photo, "--out", str(tmp_path / "plain.html"), "-q"])
+    assert res.exit_code == 0 and f"{abs(OPERA[0]):.5f}" in (tmp_path / "plain.html").read_text()
+
+    folder = tmp_path / "many"
+    res = runner.invoke(
+        app, ["report", photo, str(fixture("blank.jpg")), "--out", str(folder), "-q", "--redact-exif"]
+    )
+    assert res.exit_code == 0, res.output
+    for page in folder.iterdir():
+        assert leaks(page.read_text()) == [], page.name
+
+
+def test_a_bug_on_one_photo_is_its_error_row_and_the_batch_goes_on(monkeypatch, tmp_path):
+    from geosleuth.agents.pipeline import Locator
+
+    real = Locator.run
+
+    def buggy(self, source, *, name=None):  # type: ignore[no-untyped-def]
+        if "blank" in str(source):
+            raise ZeroDivisionError("a bug")
+        return real(self, source, name=name)
+
+    monkeypatch.setattr(Locator, "run", buggy)
+    folder = tmp_path / "many"
+    photos = [str(fixture("sign_fr_paris.jpg")), str(fixture("blank.jpg")), str(fixture("exif_gps.jpg"))]
+    res = CliRunner().invoke(app, ["report", *photos, "--out", str(folder), "--ocr", "none", "-vv"])
+    assert res.exit_code == 3, res.output  # as locate: a batch with a bug exits 3
+    assert len([p for p in folder.glob("*.html") if p.name != "index.html"]) == 2  # the others got theirs
+    index = (folder / "index.html").read_text()
+    assert index.count("data-testid=row") == 2 and index.count("data-testid=error-row") == 1
+    assert "internal error (ZeroDivisionError: a bug)" in index and "(InternalError)" in index
+    assert "blank.jpg: internal error (ZeroDivisionError: a bug); rerun with -vv" in res.stderr
+    assert "Traceback" in res.stderr  # at debug level (-vv) only
+    res = CliRunner().invoke(
+        app, ["report", *photos, "--out", str(tmp_path / "quiet"), "--ocr", "none", "-q"]
+    )
+    assert res.exit_code == 3 and "Traceback" not in res.stderr
+
+
+# --- --online-map ---------------------------------------------------------------------------------
+
+
+def policy_of(page: str) -> str:
+    meta = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    assert meta is not None
+    return htmllib.unescape(meta.group(1))
+
+
+def test_the_online_map_is_pinned_hashed_and_its_data_cannot_close_its_block(settings, gazetteer):
+    import base64
+    import hashlib
+    import json
+
+    from geosleuth.report.online import LEAFLET_CSS, LEAFLET_CSS_SRI, LEAFLET_JS, LEAFLET_JS_SRI, map_data
+
+    loc = make_locator(settings, gazetteer, offline=True)
+    pred, image = run(loc, fixture("sign_fr_paris.jpg"))
+    pred.best.label = HOSTILE
+    pred.candidates[1].label = HOSTILE_VLM + "</script><!--"
+    offline = render_report(pred, "html", image=image)
+    page = render_report(pred, "html", image=image, online_map=True)
+    assert_inert(offline)  # the flag's absence: no script, the strict policy, no trace of the map
+    assert "online-map" not in offline and "unpkg" not in offline and "leaflet" not in offline.lower()
+    policy = policy_of(page)
+    assert (
+        "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy and "connect-src 'none'" in policy
+    )
+    assert "script-src 'sha256-" in policy and LEAFLET_JS in policy and LEAFLET_CSS in policy
+    assert "img-src data: https://tile.openstreetmap.org;" in policy
+    # exactly one inline script, ours, and the policy allows it by the hash of what is in the page
+    inline = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert len(inline) == 1
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in policy
+    assert f'src="{LEAFLET_JS}" integrity="{LEAFLET_JS_SRI}" crossorigin="anonymous"' in page
+    assert f'href="{LEAFLET_CSS}" integrity="{LEAFLET_CSS_SRI}" crossorigin="anonymous"' in page
+    assert "innerHTML" not in inline[0] and "textContent" in inline[0]
+    # the data block: one element, nothing that can end it, and it reads back as the map's layers
+    block = re.findall(r'<script type="application/json" id="online-map-data">(.*?)</script>', page, re.S)
+    assert len(block) == 1 and not set("<>&") & set(block[0])
+    assert json.loads(block[0]) == json.loads(json.dumps(map_data(pred)))
+    assert json.loads(block[0])["best"]["label"] == HOSTILE
+    assert page.count("<script") == 3  # the data, Leaflet, ours: the hostile labels made none
+    # the stylesheet the policy hashes is the page's one style element
+    (css,) = re.findall(r"<style>(.*?)</style>", page, re.S)
+    assert "'sha256-" + base64.b64encode(hashlib.sha256(css.encode()).digest()).decode() + "'" in policy
+    with pytest.raises(ValueError, match="HTML"):
+        render_report(pred, "md", online_map=True)
+
+
+def test_cli_online_map(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "r.html"
+    res = runner.invoke(
+        app, ["report", "examples/rue-de-rivoli.jpg", "--out", str(out), "-q", "--online-map"]
+    )
+    assert res.exit_code == 0, res.output
+    assert 'id="online-map"' in out.read_text() and "unpkg.com/leaflet@1.9.4" in out.read_text()
+    res = runner.invoke(
+        app,
+        [
+            "report",
+            "examples/rue-de-rivoli.jpg",
+            "--out",
+            str(tmp_path / "r.md"),
+            "--format",
+            "md",
+            "--online-map",
+        ],
+    )
+    assert res.exit_code == 2 and "--online-map" in res.stderr
+
+
+def test_layout_fixes_from_looking_at_the_screenshots(settings, gazetteer):
+    """What the screenshots showed reading badly, held by structure rather than wording."""
+    loc = make_locator(settings, gazetteer, offline=True, use_exif_gps=False)
+    # a blank photo: no empty evidence table, a sentence in its place, a photo not blown up
+    pred, image = run(loc, fixture("blank.jpg"))
+    page = render_report(pred, "html", image=image)
+    reasoning = page.split('id="reasoning"')[1].split("</section>")[0]
+    assert "<table>" not in reasoning and '<p class="muted">' in reasoning
+    assert re.search(r'<svg class="photo" width="480" viewBox="0 0 320 240"', page)  # 2x at most, to 480
+    # many candidates strung from Europe to southern Africa: views neither strips nor ribbons
+    pred, image = run(loc, fixture("exif_gps.jpg"))
+    page = render_report(pred, "html", image=image)
+    for name in ("answer", "regions"):
+        box = re.search(rf'class="view view-{name}" viewBox="([^"]+)"', page)
+        assert box is not None
+        _, _, w, h = (float(v) for v in box.group(1).split())
+        assert 1.25 - 1e-6 <= w / h <= 2.2 + 1e-6, name
+    # the GPS was ignored (use_exif_gps off): it is not "used", nor a clue of the reasoning
+    row = re.search(r'id="ev-exif\.gps">(.*?)</tr>', page, re.S)
+    assert row is not None and row.group(1).rstrip().endswith("</td>") and "<td>no <span" in row.group(1)
+    steps = page.split('<ol class="steps">')[1].split("</ol>")[0]
+    assert "#ev-exif.offset" in steps and "#ev-exif.gps" not in steps
+    # a located answer: its place's name beside the best marker, in each view
+    pred, image = run(loc, fixture("sign_fr_paris.jpg"))
+    page = render_report(pred, "html", image=image)
+    assert page.count('class="best-label"') == 3 and ">Paris</text>" in page
+    assert "Against it:" not in page.split('id="reasoning"')[1].split("<table>")[0]

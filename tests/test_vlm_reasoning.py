@@ -10,8 +10,17 @@ from PIL import Image
 
 from geosleuth.agents.vlm.base import VLMBackend, VLMRequest, call_record
 from geosleuth.agents.vlm.parse import parse_guess
-from geosleuth.agents.vlm.prompting import PromptContext, untrusted_block
-from geosleuth.agents.vlm.reasoning import VLM_WEIGHT, Taint, VLMReasoner, consensus, vlm_evidence
+from geosleuth.agents.vlm.prompting import NO_TEXT, PromptContext, untrusted_block
+from geosleuth.agents.vlm.reasoning import (
+    TEXT_MOVED,
+    VLM_WEIGHT,
+    Taint,
+    VLMReasoner,
+    consensus,
+    text_comparison,
+    text_free_guesses,
+    vlm_evidence,
+)
 from geosleuth.config import Settings
 from geosleuth.schemas import CandidateSource, EvidenceKind, LatLon, TokenUsage, VLMCall, VLMGuess
 
@@ -118,12 +127,72 @@ def test_answers_where_injected_text_points_are_set_aside(gazetteer) -> None:
     reasons = [s.set_aside for s in report.calls[0].samples]
     assert "repeats the coordinates" in reasons[0] and "repeats the coordinates" in reasons[1]
     assert "lands on Paris" in reasons[2] and "lands in DE" in reasons[4]
-    assert reasons[3] is None and report.usable_samples == 1  # Lyon: nothing pointed there
+    # Lyon: nothing pointed there (once in each request: with the text, and the no-text one)
+    assert reasons[3] is None and report.usable_samples == 2
+    assert [c.variant for c in report.calls] == ["zero-shot", NO_TEXT]
     (ev,), _ = vlm_evidence(report, gazetteer, injection=True)
     assert ev.countries == {"FR": 1.0} and ev.weight < VLM_WEIGHT and ev.reason
     # without an injection attempt, a sign's coordinates may simply be right: nothing is set aside
     report = reasoner.run(photo, PromptContext(untrusted_text=text), key="x")
-    assert report.usable_samples == 5
+    assert report.usable_samples == 10
+
+
+def _answers(with_text: list[str], without: list[str]) -> Scripted:
+    """A backend whose answers depend on whether the request shows the photo's text."""
+
+    class ByText(Scripted):
+        def generate(self, requests: Sequence[VLMRequest]) -> list[VLMCall]:
+            self.texts = [without if r.variant == NO_TEXT else with_text for r in requests]
+            return super().generate([r for r in requests])
+
+    return ByText([with_text])
+
+
+def test_a_country_only_the_answers_with_the_text_point_to_is_marked_text_moved(gazetteer) -> None:
+    """No injection was recognised, but the answers made with the text go to a country none of
+    those made without it points to: the text moved them, and their candidate says so."""
+    text = untrusted_block("Welcome to Paris")
+    backend = _answers([js(*PARIS), js(*PARIS), js(*BERLIN)], [js(*BERLIN), js(52.4, 13.1), js(*BERLIN)])
+    reasoner = VLMReasoner(backend, Settings(vlm={"rag_k": [0], "samples": 3}), gazetteer)
+    report = reasoner.run(Image.new("RGB", (8, 8)), PromptContext(untrusted_text=text), key="x")
+    assert report.calls[1].variant == NO_TEXT
+    assert (
+        "<untrusted_text>" in backend.requests[0].text and "<untrusted_text>" not in backend.requests[1].text
+    )
+    assert report.usable_samples == 6 and len(text_free_guesses(report)) == 3  # nothing set aside
+    _, points = vlm_evidence(report, gazetteer)
+    by_cc = {p.country: p for p in points}
+    assert by_cc["FR"].evidence_id == TEXT_MOVED and "made with the photo's text" in by_cc["FR"].label
+    assert by_cc["DE"].evidence_id == "vlm.samples"
+    check = text_comparison(report, gazetteer)
+    assert check is not None and check.reason
+    assert check.details == {"no_text_countries": {"DE": 3}, "moved_countries": {"FR": 2}}
+
+
+def test_answers_the_picture_backs_are_not_marked(gazetteer) -> None:
+    """The answers made without the text point to the same country: the picture agrees."""
+    text = untrusted_block("Welcome to Paris")
+    backend = _answers([js(*PARIS), js(*PARIS)], [js(*LYON), js(*BERLIN)])
+    reasoner = VLMReasoner(backend, Settings(vlm={"rag_k": [0], "samples": 2}), gazetteer)
+    report = reasoner.run(Image.new("RGB", (8, 8)), PromptContext(untrusted_text=text), key="x")
+    _, points = vlm_evidence(report, gazetteer)
+    assert {p.evidence_id for p in points} == {"vlm.samples"}
+    check = text_comparison(report, gazetteer)
+    assert check is not None and check.reason is None and check.details["moved_countries"] == {}
+
+
+def test_nothing_is_marked_without_no_text_answers(gazetteer) -> None:
+    text = untrusted_block("Welcome to Paris")
+    backend = _answers([js(*PARIS)], [js(*BERLIN)])
+    reasoner = VLMReasoner(backend, Settings(vlm={"rag_k": [0], "samples": 1}), gazetteer)
+    # the budget allows one request: the one with the text; there is nothing to compare with
+    report = reasoner.run(
+        Image.new("RGB", (8, 8)), PromptContext(untrusted_text=text), key="x", max_requests=1
+    )
+    assert [c.variant for c in report.calls] == ["zero-shot"] and report.usable_samples == 1
+    assert text_comparison(report, gazetteer) is None
+    _, points = vlm_evidence(report, gazetteer)
+    assert {p.evidence_id for p in points} == {"vlm.samples"}
 
 
 def test_vlm_evidence_votes_per_country_with_one_point_each(gazetteer) -> None:

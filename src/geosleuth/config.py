@@ -34,9 +34,9 @@ from geosleuth.gazetteer import default_cache_dir
 
 ENV_PREFIX = "GEOSLEUTH_"
 CONFIG_ENV = "GEOSLEUTH_CONFIG"
-# GEOSLEUTH_* variables that are not settings: the config file's path, and the browser the
-# report tests drive (geosleuth.testing.browser).
-OTHER_ENV = frozenset({CONFIG_ENV, "GEOSLEUTH_CHROMIUM"})
+# GEOSLEUTH_* variables that are not settings: the config file's path, the browser the report tests
+# drive (geosleuth.testing.browser) and the local copy of Leaflet they serve (tests/conftest.py).
+OTHER_ENV = frozenset({CONFIG_ENV, "GEOSLEUTH_CHROMIUM", "GEOSLEUTH_LEAFLET_DIR"})
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +264,34 @@ class BudgetSettings(_Section):
     max_seconds: float = Field(default=300.0, gt=0, description="Wall time per image; then the best so far.")
 
 
+class ChatSettings(_Section):
+    """Conversations about photos (``geosleuth chat``, :class:`geosleuth.chat.Conversation`) when a
+    VLM answers. They change no prediction, so they are not part of the settings' fingerprint."""
+
+    max_tool_rounds: int = Field(
+        default=4,
+        ge=0,
+        le=16,
+        description="Rounds of tool calls the VLM may make for one question before it must answer "
+        "(0: no tools offered).",
+    )
+    max_history_turns: int = Field(
+        default=8, ge=0, le=100, description="Earlier questions and answers sent with each question."
+    )
+    max_tokens: int = Field(default=1024, ge=16, description="Per answer (and per tool-calling round).")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0: the same answer every time.")
+    stream: bool = Field(
+        default=True, description="Stream answers as they are written (a server that refuses gets one piece)."
+    )
+    max_tool_result_chars: int = Field(
+        default=4000, ge=200, description="A tool result sent back to the VLM is cut to about this size."
+    )
+    send_crops: bool = Field(
+        default=True,
+        description="Show the VLM the crop a zoom made (as an image; dropped if the server refuses it).",
+    )
+
+
 _config_file_var: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "geosleuth_config_file", default=None
 )
@@ -329,6 +357,7 @@ class Settings(BaseSettings):
     tools: ToolSettings = Field(default_factory=ToolSettings)
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -353,7 +382,8 @@ class Settings(BaseSettings):
 
     def fingerprint(self) -> str:
         """A short hash of the settings that change answers (paths and secrets excluded)."""
-        data = self.model_dump(mode="json", exclude={"cache_dir"})
+        # chat settings shape conversations, never a prediction: hashes stay those from before them.
+        data = self.model_dump(mode="json", exclude={"cache_dir", "chat"})
         data["vlm"].pop("api_key", None)
         tools = data["tools"]
         if tools["searxng_url"] is None:

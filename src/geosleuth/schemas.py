@@ -339,6 +339,21 @@ class Provenance(BaseModel):
     )
 
 
+class Redaction(BaseModel):
+    """What was taken out of a prediction before it was shared (``geosleuth report --redact-exif``)."""
+
+    model_config = _STRICT
+    kind: Literal["exif"] = "exif"
+    evidence_ids: list[str] = Field(
+        default_factory=list, description="Evidence whose values were replaced by a marker."
+    )
+    coarsened_deg: float | None = Field(
+        default=None,
+        description="Grid (degrees) the answer's coordinates were rounded to, when they came from the GPS.",
+    )
+    note: str = Field(description="What was done, in plain words.")
+
+
 class Prediction(BaseModel):
     """The answer for one image: the best candidate (or none), the alternatives, and why."""
 
@@ -372,6 +387,9 @@ class Prediction(BaseModel):
         default_factory=list, description="The text read in the photo, with boxes in its pixels (OCR, zoom)."
     )
     provenance: Provenance
+    redaction: Redaction | None = Field(
+        default=None, description="What was removed before sharing (None: nothing was)."
+    )
 
     def stage(self, name: str) -> StageReport | None:
         return next((s for s in self.stages if s.name == name), None)

@@ -18,7 +18,14 @@ stated plainly so an analyst can check it:
   by an adjacent postcode) and "elsewhere in the country", by how likely the name is genuine.
   Matches within 25 km of each other corroborate one another ("Shinjuku" and "Tokyo").
 * A valid EXIF GPS point is the answer (unless settings say to ignore metadata); the other clues are
-  still checked against it and conflicts are reported.
+  still checked against it. Evidence that contradicts it lowers the trust in it: prior odds of
+  :data:`GPS_PRIOR_ODDS` that a photo's GPS is right, times a likelihood ratio per kind of
+  contradiction (:data:`GPS_CONFLICT_LR`): the clock's UTC offset does not fit the time zone at the
+  point; a place name read in the image lies in another country (weighed by how genuine the name
+  looks); a postcode, phone number or web domain belongs to another country. One contradiction keeps
+  the point at about 0.9-0.95, two at about 0.65, three let the evidence win. The verifier then
+  mixes "the GPS is right" with "the GPS is wrong" (its ranking without the camera point) by that
+  trust, so the alternatives stay in the answer. Nothing contradicting it, the GPS keeps its weight.
 
 The weights are set by hand; :mod:`geosleuth.agents` will fit them on labelled data when there is
 a verifier to fit (see the README). Probabilities are honest about that: they rank well and are
@@ -46,6 +53,7 @@ from geosleuth.schemas import (
     Granularity,
     LatLon,
     Neighbour,
+    Place,
 )
 from geosleuth.tools.clues import PlaceMatch
 from geosleuth.tools.exif import ExifReport, format_offset
@@ -64,6 +72,19 @@ LANGUAGE_FAMILY = {EvidenceKind.LANGUAGE, EvidenceKind.SCRIPT, EvidenceKind.STRE
 # Gallery and neighbours usually share one image encoder, so they are not independent either.
 RETRIEVAL_FAMILY = {EvidenceKind.GALLERY, EvidenceKind.NEIGHBOURS}
 NON_COUNTRY_KINDS = {EvidenceKind.GPS}
+# Odds that a photo's GPS metadata is right (set by hand: edited, copied or stale positions are rare).
+GPS_PRIOR_ODDS = 99.0
+# How much likelier each contradiction is when the GPS is wrong than when it is right (its inverse):
+# clocks often keep the home time zone (or UTC), and shops show foreign numbers and domains; a
+# place name from another country is the strongest sign, scaled by how genuine the name is.
+GPS_CONFLICT_LR = {"offset": 0.2, "place-name": 0.1, "codes": 0.2}
+CODE_KINDS = {EvidenceKind.POSTCODE, EvidenceKind.PHONE, EvidenceKind.DOMAIN}
+_CODE_WORDS = {
+    EvidenceKind.POSTCODE: "postcode",
+    EvidenceKind.PHONE: "phone number",
+    EvidenceKind.DOMAIN: "web domain",
+}
+MIN_CONFLICT_GENUINENESS = 0.3
 
 
 @dataclass(frozen=True)
@@ -185,6 +206,16 @@ def _relative(mass: dict[str, float]) -> dict[str, float]:
     return {c: round(v / top, 4) for c, v in mass.items() if top > 0 and v / top >= 0.005}
 
 
+@dataclass(frozen=True)
+class GpsConflict:
+    """One piece of evidence that contradicts the photo's GPS point, and how much it counts."""
+
+    kind: Literal["offset", "place-name", "codes"]
+    likelihood_ratio: float
+    text: str
+    evidence_ids: tuple[str, ...] = ()
+
+
 @dataclass
 class FusionResult:
     status: Literal["located", "insufficient_evidence"]
@@ -197,6 +228,9 @@ class FusionResult:
     country_probabilities: dict[str, float] = field(default_factory=dict)
     extra_evidence: list[Evidence] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    gps_trust: float = 1.0
+    """P(the GPS point is right) after the evidence that contradicts it (1: nothing does)."""
+    gps_conflicts: list[GpsConflict] = field(default_factory=list)
 
 
 def confidence_level(p: float, min_probability: float) -> ConfidenceLevel:
@@ -273,8 +307,6 @@ class EvidenceFusion:
         gps_ev = next((e for e in evidence if e.id == "exif.gps" and e.usable and e.point), None)
         if gps_ev is not None and gps_ev.point is not None and s.use_exif_gps:
             p_gps = gps_ev.weight
-            for c in candidates:
-                c.probability = round(c.probability * (1 - p_gps), 6)
             gps_cand = Candidate(
                 point=gps_ev.point,
                 source=CandidateSource.EXIF,
@@ -286,20 +318,30 @@ class EvidenceFusion:
                 evidence_ids=["exif.gps"],
                 notes=[gps_ev.reason] if gps_ev.reason else [],
             )
-            extra, warnings = self._check_gps(gps_cand, exif, country_p, strength, candidates)
-            ranked = [gps_cand, *(c for c in candidates if c.probability >= 0.001)][: s.max_candidates]
+            extra, warnings, conflicts = self._check_gps(gps_cand, exif, evidence, matches, candidates)
+            trust = gps_trust(conflicts)
+            if conflicts:
+                # the GPS may be wrong: it keeps `trust`, the evidence's own candidates the rest
+                p_gps = round(min(p_gps, trust), 6)
+                gps_cand.probability = p_gps
+            for c in candidates:
+                c.probability = round(c.probability * (1 - p_gps), 6)
+            alts = [c for c in candidates if c.probability >= 0.001]
+            ranked = sorted([gps_cand, *alts], key=lambda c: -c.probability)[: s.max_candidates]
             self._attach_places(ranked)
             return FusionResult(
                 status="located",
                 basis="exif-gps",
-                best=gps_cand,
+                best=ranked[0],
                 candidates=ranked,
-                confidence=p_gps,
-                level=confidence_level(p_gps, s.min_probability),
-                explanation=self._explain_exif(gps_cand, warnings),
+                confidence=ranked[0].probability,
+                level=confidence_level(ranked[0].probability, s.min_probability),
+                explanation=self._explain_exif(gps_cand, warnings, conflicts),
                 country_probabilities=country_p,
                 extra_evidence=extra,
                 warnings=warnings,
+                gps_trust=trust,
+                gps_conflicts=conflicts,
             )
 
         ignored = gps_ev is not None and not s.use_exif_gps
@@ -445,84 +487,144 @@ class EvidenceFusion:
         self,
         gps: Candidate,
         exif: ExifReport,
-        country_p: dict[str, float],
-        strength: float,
+        evidence: list[Evidence],
+        matches: list[PlaceMatch],
         text_candidates: list[Candidate],
-    ) -> tuple[list[Evidence], list[str]]:
+    ) -> tuple[list[Evidence], list[str], list[GpsConflict]]:
+        """Check the GPS point against the clock, the place names read in the image and the
+        postcodes, phone numbers and domains; returns the checks as evidence, the warnings and the
+        contradictions."""
         extra: list[Evidence] = []
         warnings: list[str] = []
-        named = [c for c in text_candidates if c.source == CandidateSource.TEXT_CLUE]
-        if named:
-            dists = [
-                float(haversine_km(gps.point.lat, gps.point.lon, c.point.lat, c.point.lon)) for c in named
-            ]
-            i = int(np.argmin(dists))
-            if dists[i] <= max(25.0, 2 * named[i].radius_km):
-                name = named[i].label.split(" (")[0]
-                text = f"text in the image names {name}, {dists[i]:.1f} km from the GPS position: picture and metadata agree"
-                gps.notes.append(text)
-                extra.append(
-                    Evidence(
-                        id="check.gps-vs-text",
-                        tool="verifier",
-                        kind=EvidenceKind.CONSISTENCY,
-                        value=text,
-                        weight=0.0,
-                        details={"place": name, "distance_km": round(dists[i], 2)},
-                    )
-                )
+        conflicts: list[GpsConflict] = []
+        here = self.gaz.reverse_one(gps.point)
+        agree = self._gps_vs_named_places(gps, text_candidates, extra)
         if exif.utc_offset_minutes is not None and exif.local_time is not None:
-            tz = self.gaz.timezone_at(gps.point)
-            expected = self.gaz.utc_offset_minutes(tz, exif.local_time) if tz else None
-            if expected is not None:
-                ok = expected == exif.utc_offset_minutes
-                text = (
-                    f"the clock's UTC offset {format_offset(exif.utc_offset_minutes)} "
-                    + ("matches" if ok else "does not match")
-                    + f" the time zone at the GPS point ({tz}, {format_offset(expected)} at that date)"
-                )
-                extra.append(
-                    Evidence(
-                        id="check.gps-vs-offset",
-                        tool="verifier",
-                        kind=EvidenceKind.CONSISTENCY,
-                        value=text,
-                        weight=0.0,
-                        reason=None
-                        if ok
-                        else "the camera clock or the position may be wrong (or the clock kept home time)",
-                        details={
-                            "timezone": tz,
-                            "expected_minutes": expected,
-                            "exif_minutes": exif.utc_offset_minutes,
-                        },
-                    )
-                )
-                if not ok:
-                    gps.notes.append(text)
-                    warnings.append(text)
-        if strength >= 0.5 and not any(e.id == "check.gps-vs-text" for e in extra):
-            place = self.gaz.reverse_one(gps.point)
-            p_here = country_p.get(place.country_code, 0.0)
-            top_c, top_p = max(country_p.items(), key=lambda kv: kv[1])
-            if p_here < 0.05 and top_p > 0.3:
-                text = (
-                    f"text clues point to {self.gaz.country_name(top_c)} (p={top_p:.2f}), "
-                    f"not {place.country} where the GPS position is (p={p_here:.2f})"
-                )
-                gps.notes.append(text)
-                warnings.append(text)
-                extra.append(
-                    Evidence(
-                        id="check.gps-vs-text",
-                        tool="verifier",
-                        kind=EvidenceKind.CONSISTENCY,
-                        value=text,
-                        weight=0.0,
-                        reason="the metadata may belong to another photo, or the text names somewhere else",
-                    )
-                )
-        return extra, warnings
+            conflicts += self._gps_vs_offset(gps, exif, extra)
+        if not agree:
+            conflicts += self._gps_vs_place_names(gps, here, matches, extra)
+        conflicts += self._gps_vs_codes(here, evidence, extra)
+        for c in conflicts:
+            gps.notes.append(c.text)
+            warnings.append(c.text)
+        if conflicts:
+            gps.notes.append("the metadata may be wrong or edited (or copied from another photo)")
+        return extra, warnings, conflicts
+
+    def _gps_vs_named_places(
+        self, gps: Candidate, text_candidates: list[Candidate], extra: list[Evidence]
+    ) -> bool:
+        """A place read in the image near the GPS point: picture and metadata agree."""
+        named = [c for c in text_candidates if c.source == CandidateSource.TEXT_CLUE]
+        if not named:
+            return False
+        dists = [float(haversine_km(gps.point.lat, gps.point.lon, c.point.lat, c.point.lon)) for c in named]
+        i = int(np.argmin(dists))
+        if dists[i] > max(25.0, 2 * named[i].radius_km):
+            return False
+        name = named[i].label.split(" (")[0]
+        text = f"text in the image names {name}, {dists[i]:.1f} km from the GPS position: picture and metadata agree"
+        gps.notes.append(text)
+        extra.append(
+            Evidence(
+                id="check.gps-vs-text",
+                tool="verifier",
+                kind=EvidenceKind.CONSISTENCY,
+                value=text,
+                weight=0.0,
+                details={"place": name, "distance_km": round(dists[i], 2)},
+            )
+        )
+        return True
+
+    def _gps_vs_offset(self, gps: Candidate, exif: ExifReport, extra: list[Evidence]) -> list[GpsConflict]:
+        assert exif.utc_offset_minutes is not None and exif.local_time is not None
+        tz = self.gaz.timezone_at(gps.point)
+        expected = self.gaz.utc_offset_minutes(tz, exif.local_time) if tz else None
+        if expected is None:
+            return []
+        ok = expected == exif.utc_offset_minutes
+        text = (
+            f"the clock's UTC offset {format_offset(exif.utc_offset_minutes)} "
+            + ("matches" if ok else "does not match")
+            + f" the time zone at the GPS point ({tz}, {format_offset(expected)} at that date)"
+        )
+        extra.append(
+            Evidence(
+                id="check.gps-vs-offset",
+                tool="verifier",
+                kind=EvidenceKind.CONSISTENCY,
+                value=text,
+                weight=0.0,
+                reason=None
+                if ok
+                else "the camera clock or the position may be wrong (or the clock kept home time or UTC)",
+                details={
+                    "timezone": tz,
+                    "expected_minutes": expected,
+                    "exif_minutes": exif.utc_offset_minutes,
+                },
+            )
+        )
+        if ok:
+            return []
+        return [GpsConflict("offset", GPS_CONFLICT_LR["offset"], text, ("exif.utc-offset",))]
+
+    def _gps_vs_place_names(
+        self, gps: Candidate, here: Place, matches: list[PlaceMatch], extra: list[Evidence]
+    ) -> list[GpsConflict]:
+        """The most genuine place name read in the image, if it lies in another country."""
+        credible = [m for m in matches if m.kind == "text" and m.genuineness >= MIN_CONFLICT_GENUINENESS]
+        if not credible:
+            return []
+        m = max(credible, key=lambda m: m.genuineness)
+        top = max(zip(m.weights, m.places, strict=True), key=lambda t: t[0])[1]
+        if any(p.country_code == here.country_code for p in m.places):
+            return []  # a place of the same name in the GPS point's country: no contradiction
+        dist = float(haversine_km(gps.point.lat, gps.point.lon, top.lat, top.lon))
+        text = (
+            f"the text in the image names {top.name} ({self.gaz.country_name(top.country_code)}), "
+            f"{dist:,.0f} km from the GPS position in {here.country}"
+        )
+        extra.append(
+            Evidence(
+                id="check.gps-vs-text",
+                tool="verifier",
+                kind=EvidenceKind.CONSISTENCY,
+                value=text,
+                weight=0.0,
+                reason="the metadata may belong to another photo, or the text names somewhere else",
+                details={"place": top.name, "country": top.country_code, "distance_km": round(dist, 1)},
+            )
+        )
+        lr = GPS_CONFLICT_LR["place-name"] ** min(1.0, m.genuineness)
+        return [GpsConflict("place-name", round(lr, 4), text, (m.evidence_id,))]
+
+    def _gps_vs_codes(
+        self, here: Place, evidence: list[Evidence], extra: list[Evidence]
+    ) -> list[GpsConflict]:
+        """Postcodes, phone numbers and web domains of another country, none of this country."""
+        codes = [e for e in evidence if e.kind in CODE_KINDS and e.usable and e.weight >= 0.3 and e.countries]
+        if not codes or any(e.countries.get(here.country_code, 0.0) >= 0.1 for e in codes):
+            return []
+        kinds = _and(sorted({_CODE_WORDS[e.kind] for e in codes}))
+        countries = _and(
+            sorted({self.gaz.country_name(c) for e in codes for c, v in e.countries.items() if v >= 0.5})
+        )
+        verb = "belongs" if len(codes) == 1 else "belong"
+        text = f"the {kinds} read in the image {verb} to {countries}, not {here.country} where the GPS position is"
+        extra.append(
+            Evidence(
+                id="check.gps-vs-codes",
+                tool="verifier",
+                kind=EvidenceKind.CONSISTENCY,
+                value=text,
+                weight=0.0,
+                reason="the metadata may belong to another photo, or the business is foreign",
+                details={"evidence": [e.id for e in codes]},
+            )
+        )
+        return [GpsConflict("codes", GPS_CONFLICT_LR["codes"], text, tuple(e.id for e in codes))]
 
     # -- explanations --
 
@@ -533,24 +635,36 @@ class EvidenceFusion:
         evidence: list[Evidence],
         country_p: dict[str, float],
         warnings: list[str],
+        conflicts: list[GpsConflict] | None = None,
     ) -> str:
         """The account of the evidence behind ``best`` (a camera GPS point, or inferred evidence), or
-        of why there is too little evidence when ``best`` is None, for a ranking made elsewhere."""
+        of why there is too little evidence when ``best`` is None, for a ranking made elsewhere.
+        ``conflicts``: what contradicts the GPS point (fusion's ``gps_conflicts``)."""
         gps = next((e for e in evidence if e.id == "exif.gps" and e.usable and e.point), None)
         if best is None:
             ignored = gps is not None and not self.settings.use_exif_gps
             return self._explain_insufficient(evidence, country_p, ignored, ranked)
         if best.source == CandidateSource.EXIF:
-            return self._explain_exif(best, warnings)
+            return self._explain_exif(best, warnings, conflicts)
         return self._explain_evidence(best, ranked, evidence, country_p)
 
-    def _explain_exif(self, best: Candidate, warnings: list[str]) -> str:
+    def _explain_exif(
+        self, best: Candidate, warnings: list[str], conflicts: list[GpsConflict] | None = None
+    ) -> str:
         where = best.place.short() if best.place else str(best.point)
         dist = f"{best.place.distance_km:.1f} km from {where}" if best.place else where
-        text = (
-            f"Answer from the photo's GPS metadata: {best.point} ({best.point.dms()}), {dist}. "
-            "Metadata can be edited or copied from another photo, so treat it as a claim to check against the image."
-        )
+        text = f"Answer from the photo's GPS metadata: {best.point} ({best.point.dms()}), {dist}."
+        if conflicts:
+            return (
+                text
+                + " But other evidence disagrees: "
+                + "; ".join(c.text for c in conflicts)
+                + ". Either that has another explanation (a brand or a destination named on a sign, a clock "
+                "left on another time zone) or the metadata is wrong or edited (or copied from another "
+                f"photo), so the answer is less certain (probability {best.probability:.2f}) and the places "
+                "the other evidence points to are kept as alternatives."
+            )
+        text += " Metadata can be edited or copied from another photo, so treat it as a claim to check against the image."
         if warnings:
             text += " Conflicts: " + "; ".join(warnings) + "."
         return text
@@ -601,13 +715,19 @@ class EvidenceFusion:
             if e.usable and e.weight > 0 and e.countries
         ]
         if weak and hints:
-            tops = sorted(country_p.items(), key=lambda kv: -kv[1])[:3]
+            tops = [c for c, _ in sorted(country_p.items(), key=lambda kv: -kv[1])[:3]]
+            best = weak[0]
+            where = (
+                best.label
+                if best.granularity == Granularity.COUNTRY or not best.place
+                else best.place.short()
+            )
             parts.append(
                 "Weak hints only: "
                 + "; ".join(hints[:4])
-                + ". Given them, the likeliest countries are "
-                + ", ".join(f"{self.gaz.country_name(c)} ({p:.2f})" for c, p in tops)
-                + f": too uncertain to answer (threshold {self.settings.min_probability:.2f})."
+                + f". They point most to {_and([self.gaz.country_name(c) for c in tops])}, but no place is "
+                f"likely enough: the best, {where}, has probability {best.probability:.2f}, below the "
+                f"{self.settings.min_probability:.2f} an answer needs."
             )
         else:
             parts.append("No clue in the metadata or the text implies any place.")
@@ -615,6 +735,18 @@ class EvidenceFusion:
         if injected:
             parts.append("The image's text tries to instruct an AI model, so none of it was trusted.")
         return " ".join(parts)
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def gps_trust(conflicts: list[GpsConflict]) -> float:
+    """P(the GPS point is right) given the contradictions (1.0 when there are none)."""
+    if not conflicts:
+        return 1.0
+    odds = GPS_PRIOR_ODDS * math.prod(c.likelihood_ratio for c in conflicts)
+    return round(odds / (1 + odds), 4)
 
 
 def _match_label(name: str, members: list[tuple[PlaceMatch, GazetteerPlace, float]]) -> str:

@@ -184,7 +184,7 @@ class Locator:
                 try:
                     return await self.alocate(src)
                 except ImageInputError as exc:
-                    return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
+                    return input_error(exc)
 
         tasks = [asyncio.ensure_future(one(src)) for src in sources]
         try:
@@ -212,21 +212,9 @@ class Locator:
             try:
                 return self.locate(src, name=name)
             except ImageInputError as exc:
-                return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
+                return input_error(exc)
             except Exception as exc:
-                label = name or (
-                    str(src)
-                    if isinstance(src, str | Path)
-                    else "<bytes>"
-                    if isinstance(src, bytes)
-                    else "<image>"
-                )
-                log.debug("internal error on %s", label, exc_info=True)
-                return LocateError(
-                    source=label,
-                    error=f"internal error ({type(exc).__name__}: {exc})",
-                    error_type=InternalError.__name__,
-                )
+                return internal_error(exc, source_label(src, name))
 
         def emit(result: Prediction | LocateError) -> Prediction | LocateError:
             if on_done is not None:
@@ -301,6 +289,32 @@ class Locator:
         )
 
 
+def source_label(src: ImageSource, name: str | None = None) -> str:
+    """How a source is named in errors: its name, its path, or what kind of thing it is."""
+    if name:
+        return name
+    if isinstance(src, str | Path):
+        return str(src)
+    return "<bytes>" if isinstance(src, bytes) else "<image>"
+
+
+def input_error(exc: ImageInputError) -> LocateError:
+    """A photo that could not be used, as a batch records it."""
+    return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
+
+
+def internal_error(exc: Exception, source: str) -> LocateError:
+    """An unexpected exception (a bug) on one photo, as a batch records it so that it can go on:
+    ``error_type`` "InternalError", the traceback logged at debug level (``-vv``). Call it from the
+    ``except`` block, where the traceback is."""
+    log.debug("internal error on %s", source, exc_info=True)
+    return LocateError(
+        source=source,
+        error=f"internal error ({type(exc).__name__}: {exc})",
+        error_type=InternalError.__name__,
+    )
+
+
 def _explanation(planner: Planner, state: RunState, best: Candidate | None) -> str:
     """What the answer rests on (or why there is too little evidence), then the verifier's account
     of why this place beat the others and what argued against it, then why the planner stopped."""
@@ -308,7 +322,11 @@ def _explanation(planner: Planner, state: RunState, best: Candidate | None) -> s
     assert fused is not None
     # fusion ran on the hard evidence only: its country posterior is the one to explain with
     country_p = fused.country_probabilities
-    parts = [planner.deps.fusion.explain(best, state.ranked, state.evidence, country_p, fused.warnings)]
+    parts = [
+        planner.deps.fusion.explain(
+            best, state.ranked, state.evidence, country_p, fused.warnings, fused.gps_conflicts
+        )
+    ]
     if state.verdict and (best is None or best.source != CandidateSource.EXIF):
         parts.append(state.verdict)
     decision = state.decision

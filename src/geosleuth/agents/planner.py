@@ -172,7 +172,9 @@ def _compile(graph: Graph) -> Any:
             lambda s, choose=choose: choose(s["ctx"]),
             {key: names.get(t, t) for key, t in targets.items()},
         )
-    return g.compile()
+    # Never checkpointed, even as a subgraph of a host graph that has a checkpointer (a chat thread,
+    # a user's agent calling locate from a node): the state holds live objects (the RunContext).
+    return g.compile(checkpointer=False)
 
 
 def _graph_node(graph: Graph, name: str) -> Callable[[GraphState], dict[str, Any]]:

@@ -11,8 +11,11 @@ The verifier
 3. **combines** them log-linearly, ``score = sum_k weight_k * signal_k``, and takes a softmax over
    the places *plus* an implicit "somewhere else" option with score ``weights["null"]``. Weak or
    conflicting evidence so gives a low top probability instead of a forced 1.0;
-4. builds nested **confidence regions** (50/80/95% by default) from the ranked places' circles;
-5. writes an **explanation** an analyst can check.
+4. **caps** a place whose only support is text read in the photo when the model, shown the photo
+   without that text, puts it elsewhere (:data:`TEXT_ONLY_CAP`): untrusted text alone cannot carry
+   the answer against the picture, whether or not it was recognised as an injection attempt;
+5. builds nested **confidence regions** (50/80/95% by default) from the ranked places' circles;
+6. writes an **explanation** an analyst can check.
 
 Signals (raw values are stored in ``Candidate.signals``; the contribution to the score is
 ``weight * signal``):
@@ -46,7 +49,9 @@ Signals (raw values are stored in ``Candidate.signals``; the contribution to the
     strength because with little evidence the caller's posterior is mostly its population prior.
 ``exif``
     A valid camera GPS point: +10 for the place at it (within ``max(exif_radius_km, 1 km)``), and
-    ``-min(20, 3 log(1 + excess / 10 km))`` for the others (-3.8 at 25 km, -13.8 at 1000 km).
+    ``-min(20, 3 log(1 + excess / 10 km))`` for the others (-3.8 at 25 km, -13.8 at 1000 km). When
+    other evidence contradicts the point (``exif_trust`` < 1, from fusion), the probabilities are a
+    mixture: ``trust`` times those with this signal plus ``1 - trust`` times those without it.
 ``timezone``
     Outside the capture time zone's longitude band (which holds 95% of that zone's people):
     ``-min(4, 1 + degrees outside / 5)``, after allowing for the candidate's radius.
@@ -178,6 +183,9 @@ LAND_PENALTY = 4.0
 COAST_KM = 5.0
 COAST_MAX_KM = 100.0
 REGION_MIN_KM = 1.0
+# A place backed only by the photo's text, which the picture alone does not support, stays below
+# the default min_probability (0.25): an alternative to check, never the answer.
+TEXT_ONLY_CAP = 0.2
 UNION_SAMPLES = 1024
 KM_PER_DEG = math.pi * EARTH_RADIUS_KM / 180.0
 WEIGHTS_FILE_VERSION = 1
@@ -194,6 +202,46 @@ SIGNAL_TEXT = {
     "tools": "OpenStreetMap features named like the image's text",
     "prior": "its source",
 }
+
+# Why a signal favours a place, in words (the plain explanation; the scores go to the trace).
+SIGNAL_FOR = {
+    "evidence": "the evidence read from the photo fits it better",
+    "geo": "the photo looks more like pictures taken there",
+    "density": "more of the similar photos were taken near it",
+    "consistency": "more of the VLM's answers agree with it",
+    "hard": "the hard evidence for its country is stronger",
+    "exif": "it is where the camera's GPS puts the photo",
+    "timezone": "it fits the camera clock's time zone",
+    "land": "it is on land",
+    "tools": "OpenStreetMap has features named like the photo's text near it",
+    "prior": "it is a more specific claim",
+}
+# ... and why it counts against one.
+SIGNAL_AGAINST = {
+    "evidence": "the evidence read from the photo only weakly supports it",
+    "geo": "the photo looks less like pictures taken there",
+    "density": "the dissimilar photos were taken nearer to it than the similar ones",
+    "consistency": "few of the VLM's answers are near it",
+    "hard": "the hard evidence points to another country",
+    "exif": "it is far from the camera's GPS point",
+    "timezone": "it is outside the camera clock's time zone",
+    "land": "it is in the sea",
+    "tools": "no OpenStreetMap feature confirms it",
+    "prior": "it stands for a whole region, not a place",
+}
+SOURCE_WORDS = {
+    CandidateSource.EXIF.value: "the camera's GPS",
+    CandidateSource.TOOL.value: "a map lookup",
+    CandidateSource.TEXT_CLUE.value: "a place named in the image",
+    CandidateSource.GALLERY.value: "the GPS gallery",
+    CandidateSource.NEIGHBOUR.value: "a similar photo",
+    CandidateSource.VLM.value: "the VLM",
+    CandidateSource.GAZETTEER.value: "a country's population centre",
+    CandidateSource.HYPOTHESIS.value: "a place asked about",
+}
+# A signal's contribution counts as a reason in the plain text from this size on (log units).
+PLAIN_MIN_DIFF = 0.3
+PLAIN_MIN_AGAINST = 1.0
 
 _GRANULARITY_RANK = {g: i for i, g in enumerate(Granularity)}
 _SOURCE_RANK = {
@@ -244,6 +292,13 @@ class VerificationInputs:
     # and fusion's "elsewhere in the country" mass per country code.
     evidence_probabilities: list[float] | None = None
     country_remainder: dict[str, float] = field(default_factory=dict)
+    # What the VLM answered when shown the photo without its text (the no-text request), and the
+    # evidence ids that come from that text: a place backed by those ids alone, which no such
+    # answer supports, is capped at TEXT_ONLY_CAP.
+    picture_guesses: list[VLMGuess] = field(default_factory=list)
+    untrusted_evidence: frozenset[str] = frozenset()
+    # P(the camera GPS point is right) when other evidence contradicts it (fusion's gps_trust).
+    exif_trust: float = 1.0
 
 
 class VerificationResult(BaseModel):
@@ -260,6 +315,9 @@ class VerificationResult(BaseModel):
     explanation: str
     comparison: str = Field(
         default="", description="The explanation without its first sentence: why the best beat the rest."
+    )
+    scores: str = Field(
+        default="", description="The same account with the signals' scores (for traces, not for people)."
     )
     null_probability: float = Field(ge=0.0, le=1.0, description="Probability of 'somewhere else'.")
     top_margin: float = Field(ge=0.0, le=1.0, description="Best probability minus the runner-up's.")
@@ -325,6 +383,16 @@ class Verifier:
         w = np.array([self._weights[k] for k in SIGNALS])
         scores = prep.matrix @ w
         probs, null_p = _softmax_with_null(scores, self._weights[NULL] + float(prep.null_row @ w))
+        probs, null_p = self._cap_text_only(inputs, merged, probs, null_p, prep.demotions)
+        trust = min(1.0, max(0.0, float(inputs.exif_trust)))
+        if inputs.exif_point is not None and trust < 1.0:
+            # the GPS may be wrong: mix the ranking with the camera point and the ranking without it
+            without = prep.matrix.copy()
+            without[:, SIGNALS.index("exif")] = 0.0
+            probs_b, null_b = _softmax_with_null(without @ w, self._weights[NULL] + float(prep.null_row @ w))
+            probs_b, null_b = self._cap_text_only(inputs, merged, probs_b, null_b, [[] for _ in merged])
+            probs = trust * probs + (1 - trust) * probs_b
+            null_p = trust * null_p + (1 - trust) * null_b
         for i, c in enumerate(merged):
             c.signals = {k: round(float(prep.matrix[i, j]), 4) for j, k in enumerate(SIGNALS)}
             c.score = round(float(scores[i]), 4)
@@ -339,17 +407,64 @@ class Verifier:
         top_margin = ranked[0].probability - (ranked[1].probability if len(ranked) > 1 else 0.0)
         regions = self._regions(ranked)
         investigate = ranked[0].probability < self.settings.investigate_below
-        explanation = self._explain(ranked, contrib, demotions, null_p, investigate)
+        explanation = self._explain_plain(ranked, contrib, demotions, investigate)
         return VerificationResult(
             candidates=ranked,
             regions=regions,
             explanation=explanation.replace("\n", " "),
             comparison=explanation.split("\n", 1)[1],
+            scores=self._explain(ranked, contrib, demotions, null_p, investigate).replace("\n", " "),
             null_probability=float(min(1.0, max(0.0, null_p))),
             top_margin=float(min(1.0, max(0.0, top_margin))),
             investigate=investigate,
             weights=self.weights,
         )
+
+    # -- untrusted text against the picture --
+
+    def _cap_text_only(
+        self,
+        inputs: VerificationInputs,
+        merged: list[Candidate],
+        probs: FloatArray,
+        null_p: float,
+        demotions: list[list[str]],
+    ) -> tuple[FloatArray, float]:
+        """Cap the places that rest only on the photo's text when no answer the model gave without
+        that text lands near them or in their country; the mass removed goes to "somewhere else"."""
+        from geosleuth.agents.vlm.reasoning import AGREE_KM
+
+        guesses = inputs.picture_guesses
+        if not guesses or not inputs.untrusted_evidence:
+            return probs, null_p
+        text_only = [
+            i
+            for i, c in enumerate(merged)
+            if probs[i] > TEXT_ONLY_CAP
+            and c.evidence_ids
+            and all(e in inputs.untrusted_evidence for e in c.evidence_ids)
+        ]
+        if not text_only:
+            return probs, null_p
+        seen = self.gaz.reverse([g.point for g in guesses])
+        seen_countries = {p.country_code for p in seen}
+        glat, glon = latlon_arrays([g.point for g in guesses])
+        where = _and(sorted({p.country for p in seen}))
+        out = probs.copy()
+        for i in text_only:
+            c = merged[i]
+            if c.place is None:
+                c.place = self.gaz.reverse_one(c.point)
+            near = haversine_km(c.point.lat, c.point.lon, glat, glon) <= max(AGREE_KM, c.radius_km)
+            if c.place.country_code in seen_countries or bool(np.any(near)):
+                continue
+            null_p += float(out[i] - TEXT_ONLY_CAP)
+            out[i] = TEXT_ONLY_CAP
+            demotions[i].append(
+                f"only the text read in the photo points here, and the model shown the photo without that text "
+                f"places it in {where}: text alone cannot carry the answer"
+            )
+        return out, min(1.0, null_p)
 
     # -- merging --
 
@@ -546,6 +661,56 @@ class Verifier:
         ]
 
     # -- explanation --
+
+    def _explain_plain(
+        self, ranked: list[Candidate], contrib: FloatArray, demotions: list[list[str]], investigate: bool
+    ) -> str:
+        """Why the best place won and what argued against it, in words: the signals' scores stay
+        in :meth:`_explain` (``VerificationResult.scores``)."""
+        best = ranked[0]
+        who = _and([SOURCE_WORDS.get(s, s) for s in (best.sources or [best.source.value])])
+        parts = [
+            f"Best: {best.label}, within about {max(best.radius_km, REGION_MIN_KM):.0f} km, proposed by {who}."
+        ]
+        if len(ranked) > 1:
+            second = ranked[1]
+            diff = contrib[0] - contrib[1]
+            why = [
+                self._reason_for(SIGNALS[j], best, second)
+                for j in np.argsort(-diff)[:3]
+                if diff[j] >= PLAIN_MIN_DIFF
+            ]
+            lead = f"It beat the runner-up, {second.label}"
+            parts.append(lead + (", because " + _and(why) + "." if why else ": nothing much separates them."))
+            edge = [SIGNAL_FOR[SIGNALS[j]] for j in np.argsort(diff)[:2] if diff[j] <= -PLAIN_MIN_DIFF]
+            if edge:
+                parts.append(f"The runner-up had the edge: {_and(edge)}.")
+        else:
+            parts.append("It was the only candidate.")
+        against = [
+            SIGNAL_AGAINST[SIGNALS[j]]
+            for j in np.argsort(contrib[0])[:3]
+            if contrib[0, j] <= -PLAIN_MIN_AGAINST
+        ]
+        if against:
+            note = f" ({'; '.join(demotions[0])})" if demotions[0] else ""
+            parts.append(f"Against it: {_and(against)}{note}.")
+        demoted = [(c, d) for c, d in zip(ranked[1:], demotions[1:], strict=True) if d]
+        if demoted:
+            shown = "; ".join(f"{c.label}: {', '.join(d)}" for c, d in demoted[:4])
+            more = f" and {len(demoted) - 4} more" if len(demoted) > 4 else ""
+            parts.append(f"Demoted: {shown}{more}.")
+        if investigate:
+            parts.append("The evidence is weak or split: worth checking further.")
+        return parts[0] + "\n" + " ".join(parts[1:])
+
+    @staticmethod
+    def _reason_for(signal: str, best: Candidate, second: Candidate) -> str:
+        if signal == "prior":
+            a = SOURCE_WORDS.get(best.source.value, best.source.value)
+            b = SOURCE_WORDS.get(second.source.value, second.source.value)
+            return f"it is a more specific claim ({a} rather than {b})" if a != b else SIGNAL_FOR[signal]
+        return SIGNAL_FOR[signal]
 
     def _explain(
         self,

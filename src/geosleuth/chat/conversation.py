@@ -59,6 +59,9 @@ class EngineAnswer(BaseModel):
     cited: list[str] = Field(default_factory=list)
     error: str | None = None
     check: PlaceCheckSummary | None = None
+    unsupported: list[str] = Field(default_factory=list, description="Places named without support.")
+    model: str | None = None
+    prompt_hash: str | None = None
 
 
 class AnswerEngine(Protocol):
@@ -124,7 +127,8 @@ class Conversation:
 
     def stream(self, question: str) -> Iterator[str | Turn]:
         """Answer ``question`` as it is written: text pieces, then the :class:`Turn`. Closing the
-        iterator early cancels the answer; the conversation then holds no turn for it."""
+        iterator early cancels the answer; the conversation then holds no turn for it. (A hint is
+        not streamed: it changes the evidence, so its turn is recorded before its text comes.)"""
         question = _checked(question)
         with self._lock:
             t0 = time.perf_counter()
@@ -132,13 +136,14 @@ class Conversation:
             new_hints: list[Hint] = []
             changes: list[RankChange] = []
             engine_name = "rules"
+            held = False  # the answer's text comes after the turn is recorded
             if H.is_insist(question) and any(h.status == HintStatus.CONFLICT for h in self.hints):
                 answer = self._safely(lambda: self._insist(new_hints, changes))
-                yield answer.text
+                held = True
             elif (parsed := H.parse_hint(self.gazetteer, question)) is not None:
                 hint = parsed
                 answer = self._safely(lambda: self._hint(question, hint, new_hints, changes))
-                yield answer.text
+                held = True
             elif self.engine is not None:
                 engine_name = self.engine.name
                 answer = yield from self._with_fallback(question)
@@ -153,7 +158,8 @@ class Conversation:
                     "no such evidence in the prediction.)"
                 )
                 text += note
-                yield note
+                if not held:
+                    yield note
             focus = mentioned_photos(question, len(self.photos)) or [1]
             turn = Turn(
                 index=len(self.turns) + 1,
@@ -173,9 +179,14 @@ class Conversation:
                 else [],
                 error=answer.error,
                 seconds=round(time.perf_counter() - t0, 4),
+                unsupported_places=answer.unsupported,
+                model=answer.model,
+                prompt_hash=answer.prompt_hash,
             )
             self._step = None
             self.turns.append(turn)
+            if held:
+                yield turn.answer
             yield turn
 
     async def astream(self, question: str) -> AsyncIterator[str | Turn]:
@@ -206,6 +217,11 @@ class Conversation:
         if not 1 <= number <= len(self.photos):
             raise ConfigError(f"no photo {number} in this conversation (it has {len(self.photos)})")
         return self.photos[number - 1]
+
+    @property
+    def trace_step(self) -> TraceStep | None:
+        """The trace step of the turn being answered (its tool calls so far); None between turns."""
+        return self._step
 
     @property
     def predictions(self) -> list[Prediction]:
@@ -527,7 +543,11 @@ def _moved(ph: PhotoSession, change: RankChange, *, many: bool) -> str:
 
 def _default_engine(locator: Locator) -> AnswerEngine | None:
     """The VLM answers when the locator has one; the rules otherwise."""
-    return None  # the VLM engine lands in the next commit
+    if locator.deps.vlm is None:
+        return None
+    from geosleuth.chat.vlm import VLMChatEngine
+
+    return VLMChatEngine.for_backend(locator.deps.vlm)
 
 
 __all__ = ["AnswerEngine", "Conversation", "EngineAnswer"]

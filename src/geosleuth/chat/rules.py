@@ -28,7 +28,7 @@ from geosleuth.errors import GeoSleuthError
 from geosleuth.gazetteer import Gazetteer
 from geosleuth.geo import point_distance_km
 from geosleuth.report.content import build_content
-from geosleuth.schemas import Candidate, Evidence, EvidenceKind, Prediction
+from geosleuth.schemas import Candidate, CandidateSource, Evidence, EvidenceKind, Prediction
 
 _VERDICT_WORDS = {
     PlaceCheckVerdict.BEST: "Yes",
@@ -76,7 +76,8 @@ INTENTS: list[tuple[str, re.Pattern[str]]] = [
         re.compile(
             r"^(?:could|can|might|may|is|was|would)\s+(?:it|this|that|the (?:photo|picture|image))"
             r"(?:\s+(?:photo|picture|image))?\s+(?:also\s+)?(?:be|in|from|have been)\b|"
-            r"^(?:is|was) (?:it|this) (?:in|from)\b|\bpossibly\b.*\?$",
+            r"^(?:is|was) (?:it|this) (?:in|from)\b|\bpossibly\b.*\?$|"
+            r"\b(?:probability|chance|chances|likelihood|odds)\s+(?:of|for|that it(?:'s| is| was)(?: in)?)\s",
             re.I,
         ),
     ),
@@ -188,7 +189,7 @@ def _subject(question: str, after: re.Pattern[str]) -> str | None:
 
 _WHY_NOT_X = re.compile(r"(?:why not|and not|rather than|instead of|not)\s+(?:in\s+)?(?P<x>[^?!.;]+)", re.I)
 _COULD_BE_X = re.compile(
-    r"(?:be|in|from|have been(?: taken)?(?: in)?)\s+(?:in\s+|from\s+)?(?P<x>[^?!.;]+?)(?:\s+(?:instead|too|as well))?\s*[?!.]*$",
+    r"(?:\bbe|\bin|\bfrom|\bof|\bfor|\bhave been(?: taken)?(?: in)?|that it(?:'s| is| was))\s+(?:in\s+|from\s+)?(?P<x>[^?!.;]+?)(?:\s+(?:instead|too|as well))?\s*[?!.]*$",
     re.I,
 )
 
@@ -265,6 +266,16 @@ class RuleEngine:
             return self._why(pred)
         if x is None:
             return RuleAnswer("Which place do you mean? Ask e.g. 'could it be Porto?'", intent)
+        options = [o for o in re.split(r"\s+or\s+|\s*,\s*or\s+", x) if o] if " or " in x else [x]
+        if len(options) > 1:  # "could it be Portugal or Spain?"
+            answers = [self._one(intent, f"could it be {o}?", photo) for o in options]
+            return RuleAnswer(
+                " ".join(a.text for a in answers),
+                intent,
+                [i for a in answers for i in a.cited],
+                "; ".join(a.error for a in answers if a.error) or None,
+                next((a.check for a in answers if a.check is not None), None),
+            )
         resolved = resolve_place(self.gaz, x)
         if resolved is None:
             return RuleAnswer(
@@ -496,6 +507,9 @@ class RuleEngine:
             )
         against = opposing(pred, r.country_code)
         pro = supporting(pred, r.country_code)
+        gps = _gps_against(pred, r)
+        if gps is not None:
+            against = [gps, *against]
         text = verdict
         if against and not is_best:
             text += f" Against {subject}: {_listing(against)}."
@@ -620,6 +634,19 @@ def opposing(pred: Prediction, cc: str) -> list[Evidence]:
     """Evidence that points away from country ``cc``, strongest first."""
     ev = [e for e in pred.evidence if _locating(e) and e.countries.get(cc, 0.0) < 0.1]
     return sorted(ev, key=lambda e: -e.weight)
+
+
+def _gps_against(pred: Prediction, r: Resolved) -> Evidence | None:
+    """The EXIF GPS position, when it was used and lies outside the hypothesis."""
+    gps = next((c for c in pred.candidates if c.source == CandidateSource.EXIF and c.place is not None), None)
+    ev = _evidence(pred, "exif.gps")
+    if gps is None or gps.place is None or ev is None or not ev.usable:
+        return None
+    if r.place is None:
+        outside = gps.place.country_code != r.country_code
+    else:
+        outside = point_distance_km(gps.point, r.point) > max(50.0, 2 * r.radius_km)
+    return ev if outside else None
 
 
 def _evidence(pred: Prediction, eid: str) -> Evidence | None:

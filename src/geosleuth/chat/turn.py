@@ -147,6 +147,15 @@ class Turn(BaseModel):
     photos: list[PlaceSummary] = Field(default_factory=list, description="Every photo's, after the turn.")
     error: str | None = Field(default=None, description="What failed during the turn, if anything did.")
     seconds: float = Field(default=0.0, ge=0.0)
+    unsupported_places: list[str] = Field(
+        default_factory=list,
+        description="Places the answer names that no candidate, evidence or hint supports (the answer "
+        "says so).",
+    )
+    model: str | None = Field(default=None, description="The VLM that wrote the answer, if one did.")
+    prompt_hash: str | None = Field(
+        default=None, description="sha256 of the prompt templates it was asked with."
+    )
 
 
 __all__ = [

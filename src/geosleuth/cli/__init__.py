@@ -1,7 +1,8 @@
 """The ``geosleuth`` command. Thin: parse options, call the library, render.
 
-One module per command group (``locate``, ``report``, ``config``, ``index``, ``vlm``, ``eval``, ``verifier``),
-``render`` for a Prediction as text, ``common`` for the shared options and :func:`reports_errors`,
+One module per command group (``locate``, ``report``, ``chat`` with ``chat_repl`` for its
+interactive session, ``config``, ``index``, ``vlm``, ``eval``, ``verifier``), ``render`` for a
+Prediction as text, ``common`` for the shared options and :func:`reports_errors`,
 the one place where an error becomes an exit code (through :mod:`geosleuth.errors`' table):
 0 every input was processed (a "too little evidence" answer counts as processed); 1 at least one
 input could not be used (its error is on stderr); 2 bad usage or settings; 3 an internal error (a
@@ -20,6 +21,7 @@ from typing import Annotated
 import typer
 
 from geosleuth.cli import config, eval, index, verifier, vlm
+from geosleuth.cli.chat import chat
 from geosleuth.cli.common import internal_error_line
 from geosleuth.cli.locate import locate
 from geosleuth.cli.report import report
@@ -36,6 +38,7 @@ app = typer.Typer(
 )
 app.command()(locate)
 app.command()(report)
+app.command()(chat)
 app.add_typer(config.app, name="config")
 app.add_typer(index.app, name="index")
 app.add_typer(vlm.app, name="vlm")

@@ -40,6 +40,8 @@ from geosleuth.errors import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from geosleuth.agents.pipeline import Locator
     from geosleuth.config import Settings
     from geosleuth.schemas import LocateError, Prediction
@@ -136,7 +138,7 @@ def locate(
         out = Console(soft_wrap=True, highlight=False)
         err = Console(stderr=True, highlight=False)
         many = len(batch.entries) > 1
-        for result, checked in _results(batch, settings, workers, show_progress=many):
+        for result, checked in _results(batch, settings, workers, err, show_progress=many):
             tally.add(result)
             answered += 1
             if isinstance(result, LocateError):
@@ -293,7 +295,7 @@ def _name(entry: Source | LocateError) -> str:
 
 
 def _results(
-    batch: Inputs, settings: Settings, workers: int, *, show_progress: bool
+    batch: Inputs, settings: Settings, workers: int, err: Console, *, show_progress: bool
 ) -> Iterator[tuple[Prediction | LocateError, bool]]:
     """Each entry's result in input order, and whether it is the checks' (not the pipeline's). The
     locator is built only when an input can be used."""
@@ -304,7 +306,7 @@ def _results(
         return
     from geosleuth.progress import Progress
 
-    locator = _locator(settings)
+    locator = _locator(settings, err)
     with Progress(
         "locating", len(batch.entries), unit="photos", enabled=None if show_progress else False
     ) as bar:
@@ -322,9 +324,9 @@ def _results(
                 yield entry, True
 
 
-def _locator(settings: Settings) -> Locator:
-    """The pipeline, with the gazetteer built (once per cache; the build says so, on a terminal
-    or not)."""
+def _locator(settings: Settings, err: Console | None = None) -> Locator:
+    """The pipeline, with the gazetteer built (once per cache; the build says so itself, on a
+    terminal or not, so ``err``, where a spinner used to go, is not written to)."""
     from geosleuth.agents.pipeline import Locator, build_deps
 
     locator = Locator(deps=build_deps(settings))

@@ -25,6 +25,7 @@ STAGE_MARKS = {
 }
 MAX_ALTERNATIVES = 4
 MAX_DISCARDED = 5
+MAX_TEXT_LINES = 12
 
 
 def print_prediction(out: Console, p: Prediction, *, trace: bool = False) -> None:
@@ -35,8 +36,9 @@ def print_prediction(out: Console, p: Prediction, *, trace: bool = False) -> Non
 
 
 def prediction_lines(p: Prediction, *, trace: bool = False) -> list[str]:
-    """The answer as rich-markup lines: best guess, confidence, explanation, alternatives, evidence,
-    the VLM's answers, what is missing, warnings, regions, the trace (with ``trace``) and stages."""
+    """The answer as rich-markup lines: best guess, confidence, explanation, alternatives, the text
+    read in the photo, evidence, the VLM's answers, what is missing, warnings, regions, the trace
+    (with ``trace``) and stages."""
     lines = [f"[bold]{escape(p.source)}[/]"]
     if p.best is not None:
         b = p.best
@@ -54,11 +56,17 @@ def prediction_lines(p: Prediction, *, trace: bool = False) -> list[str]:
         for c in alts:
             where = escape(c.place.short()) if c.place else ""
             lines.append(f"    {c.probability:5.2f}  {c.point}  {escape(c.label)}  [dim]{where}[/]")
+    lines += _text_lines(p)
     if p.evidence:
         lines.append("  Evidence:")
         for e in p.evidence:
-            # ✓ counted, · informational or too weak to matter, ✗ rejected (with the reason)
-            mark = "[red]✗[/]" if not e.usable else ("[green]✓[/]" if e.weight >= 0.1 else "·")
+            # ✓ counted, · informational or too weak to matter, – ignored as configured, ✗ rejected
+            if not e.usable:
+                mark = "[red]✗[/]"
+            elif e.details.get("ignored"):
+                mark = "–"
+            else:
+                mark = "[green]✓[/]" if e.weight >= 0.1 else "·"
             extra = f"  [dim]({escape(e.reason)})[/]" if e.reason else ""
             lines.append(f"    {mark} {e.tool:<8} {escape(e.value)}{extra}")
     lines += _vlm_lines(p)
@@ -67,14 +75,7 @@ def prediction_lines(p: Prediction, *, trace: bool = False) -> list[str]:
     for w in p.warnings:
         lines.append(f"  [yellow]Warning:[/] {escape(w)}")
     if p.regions:
-        lines.append(
-            "  Regions    : "
-            + "; ".join(
-                f"{r.level:.0%} within {len(r.circles)} circle{'s' if len(r.circles) > 1 else ''} "
-                f"({r.area_km2:,.0f} km²)"
-                for r in p.regions
-            )
-        )
+        lines.append("  Regions    : " + _regions(p))
     if trace and p.trace:
         lines += _trace_lines(p)
     lines.append("  Stages:")
@@ -85,6 +86,43 @@ def prediction_lines(p: Prediction, *, trace: bool = False) -> list[str]:
             f"    {STAGE_MARKS[s.status]} {s.name:<9} {s.status.value}{escape(engine)}{timing}: "
             f"{escape(s.detail)}"
         )
+    return lines
+
+
+def _regions(p: Prediction) -> str:
+    """The nested regions, each distinct one once: "50%, 80% and 95% within 1 circle (3 km²)"."""
+    groups: list[tuple[list[float], int, float]] = []
+    for r in p.regions:
+        key = [(c.center.lat, c.center.lon, c.radius_km) for c in r.circles]
+        if groups and groups[-1][1] == len(key) and _same_circles(p, groups[-1], key):
+            groups[-1][0].append(r.level)
+        else:
+            groups.append(([r.level], len(key), r.area_km2))
+    out = []
+    for levels, n, area in groups:
+        names = [f"{lv:.0%}" for lv in levels]
+        said = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        out.append(f"{said} within {n} circle{'s' if n > 1 else ''} ({area:,.0f} km²)")
+    return "; ".join(out)
+
+
+def _same_circles(
+    p: Prediction, group: tuple[list[float], int, float], key: list[tuple[float, float, float]]
+) -> bool:
+    """Whether ``key`` has the same circles as the region the group was started with."""
+    first = next(r for r in p.regions if r.level == group[0][0])
+    return key == [(c.center.lat, c.center.lon, c.radius_km) for c in first.circles]
+
+
+def _text_lines(p: Prediction) -> list[str]:
+    """The text OCR read, line by line with its confidence, so a misread shows."""
+    if not p.text_lines:
+        return []
+    lines = ["  Text read  :"]
+    for ln in p.text_lines[:MAX_TEXT_LINES]:
+        lines.append(f"    {escape(repr(ln.text))}  [dim]({ln.confidence:.2f})[/]")
+    if len(p.text_lines) > MAX_TEXT_LINES:
+        lines.append(f"    [dim]... and {len(p.text_lines) - MAX_TEXT_LINES} more lines (see --json)[/]")
     return lines
 
 

@@ -14,8 +14,8 @@ from typing import Annotated
 import typer
 
 from geosleuth.cli.common import CacheOpt, ConfigOpt, QuietOpt, VerboseOpt, reports_errors, setup_logging
-from geosleuth.cli.locate import Source, _error, _locator, _rejected, checked_inputs, locate_settings
-from geosleuth.errors import EXIT_INPUT, EXIT_OK, ConfigError, ImageInputError
+from geosleuth.cli.locate import Source, _error, _locator, _Tally, checked_inputs, locate_settings
+from geosleuth.errors import EXIT_INPUT, ConfigError, ImageInputError
 
 
 @reports_errors
@@ -29,6 +29,22 @@ def report(
     ] = 1024,
     ignore_exif_gps: Annotated[
         bool, typer.Option("--ignore-exif-gps", help="Do not take the EXIF GPS position as the answer.")
+    ] = False,
+    redact_exif: Annotated[
+        bool,
+        typer.Option(
+            "--redact-exif",
+            help="Leave the photo's metadata values out of the report (GPS, time, camera, captions); "
+            "a GPS answer is coarsened to about 10 km.",
+        ),
+    ] = False,
+    online_map: Annotated[
+        bool,
+        typer.Option(
+            "--online-map",
+            help="Add an interactive map (Leaflet from unpkg.com, OpenStreetMap tiles) beside the drawn "
+            "one; opening the page then contacts those hosts. HTML only.",
+        ),
     ] = False,
     ocr: Annotated[
         str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract, none.")
@@ -65,11 +81,15 @@ def report(
       geosleuth report photos/ --out reports/ --ignore-exif-gps
       geosleuth report photo.jpg --out photo.md --format md
       geosleuth report sensitive.jpg --out r.html --no-photo
+      geosleuth report source.jpg --out r.html --redact-exif
+      geosleuth report photo.jpg --out r.html --online-map
     """
     setup_logging(verbose, quiet)
+    from geosleuth.agents.pipeline import input_error, internal_error
     from geosleuth.report import (
         SUFFIX,
         IndexEntry,
+        redact,
         render_report,
         safe_name,
         thumbnail,
@@ -79,6 +99,8 @@ def report(
 
     if format not in SUFFIX:
         raise ConfigError(f"--format must be html, md or json, got {format!r}")
+    if online_map and format != "html":
+        raise ConfigError(f"--online-map is for HTML reports; --format is {format!r}")
     settings = locate_settings(
         config,
         cache_dir=cache_dir,
@@ -99,33 +121,59 @@ def report(
     from rich.console import Console
 
     err = Console(stderr=True, highlight=False)
-    locator = _locator(settings)
+    locator = _locator(settings, err)
     argv = " ".join(shlex.quote(a) for a in ["geosleuth", *sys.argv[1:]]) if sys.argv[1:] else None
     entries: list[IndexEntry] = []
-    failed = 0
+    tally = _Tally()  # locate's: the worst error decides the exit code
     for i, entry in enumerate(batch.entries, start=1):
-        if not isinstance(entry, Source):
-            failed += 1
-            entries.append(IndexEntry(None, entry.source, None, error=entry.error))
+        if not isinstance(entry, Source):  # the checks rejected it, and said so
+            tally.add(entry)
+            entries.append(
+                IndexEntry(None, entry.source, None, error=entry.error, error_type=entry.error_type)
+            )
             continue
         name = entry.name or str(entry.data)
+        # Like locate_many: a bad photo, or a bug on one photo (in locating or in rendering), is
+        # that photo's error row, and the batch goes on. Writing is outside: a full disk is not a bug.
         try:
             pred, state = locator.run(entry.data, name=entry.name)
+            if redact_exif:  # before anything uses it: the index's table and map too
+                pred = redact.redact_exif(pred)
+            image = None if no_photo else state.image.rgb
+            why = (
+                "The photo is left out of this report (--no-photo)."
+                if no_photo
+                else f"The photo's pixels could not be read: {state.image.pixel_error}. Only its metadata was."
+                if state.image.pixel_error
+                else None
+            )
+            text = render_report(
+                pred,
+                format,  # type: ignore[arg-type]
+                image=image,
+                command=argv,
+                photo_max_side=photo_max_side,
+                online_map=online_map,
+                photo_note=why,
+            )
+            thumb = thumbnail(state.image.rgb) if (state.image.rgb is not None and not no_photo) else None
         except ImageInputError as exc:
-            failed += 1
-            _error(_rejected(exc))
-            entries.append(IndexEntry(None, name, None, error=exc.reason))
+            failure = input_error(exc)
+        except Exception as exc:
+            failure = internal_error(exc, name)
+        else:
+            path = out if single else out / safe_name(name, i, SUFFIX[format])
+            write_text_atomic(path, text)
+            tally.add(pred)
+            entries.append(IndexEntry(pred, name, path.name, thumbnail=thumb))
+            if not quiet:
+                err.print(f"{name}: {pred.status} -> {path}")
             continue
-        image = None if no_photo else state.image.rgb
-        text = render_report(pred, format, image=image, command=argv, photo_max_side=photo_max_side)  # type: ignore[arg-type]
-        path = out if single else out / safe_name(name, i, SUFFIX[format])
-        write_text_atomic(path, text)
-        thumb = thumbnail(state.image.rgb) if (state.image.rgb is not None and not no_photo) else None
-        entries.append(IndexEntry(pred, name, path.name, thumbnail=thumb))
-        if not quiet:
-            err.print(f"{name}: {pred.status} -> {path}")
+        tally.add(failure)
+        _error(failure)
+        entries.append(IndexEntry(None, name, None, error=failure.error, error_type=failure.error_type))
     if not single:
         index_path = write_index(entries, out)
         if not quiet:
             err.print(f"[bold]{len(entries)} reports:[/] {index_path}")
-    raise typer.Exit(EXIT_INPUT if failed else EXIT_OK)
+    raise typer.Exit(tally.exit_code)

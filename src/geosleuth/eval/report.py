@@ -52,7 +52,10 @@ def load_run(folder: str | Path) -> tuple[list[EvalRecord], dict[str, Any]]:
         raise GeoSleuthError(
             f"{folder} is not a run folder: no {RECORDS} (make one with `geosleuth eval run`)"
         )
-    records = RecordStore(path).records() if path.stat().st_size else []
+    records: list[EvalRecord] = []
+    if path.stat().st_size:
+        with RecordStore(path) as store:  # it holds an append handle: close it, not the collector
+            records = store.records()
     prov_path = folder / PROVENANCE
     prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
     return records, prov
@@ -93,11 +96,8 @@ def per_image_reports(folder: Path, records: list[EvalRecord]) -> list[tuple[Eva
             f"{folder} has no {PREDICTIONS}: the run was made before predictions were kept; "
             "rerun `geosleuth eval run` into a new folder to get per-image reports"
         )
-    store = PredictionStore(path)
-    try:
+    with PredictionStore(path) as store:
         predictions = store.latest()
-    finally:
-        store.close()
     out = []
     for i, rec in enumerate(records, start=1):
         pred = predictions.get(rec.key)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from geosleuth.agents.pipeline import Locator
 from geosleuth.errors import GeoSleuthError, ImageInputError
@@ -83,6 +83,12 @@ class JsonLines:
     def close(self) -> None:
         with self._lock:
             self._fh.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class RecordStore(JsonLines):

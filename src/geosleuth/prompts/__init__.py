@@ -25,6 +25,9 @@ SYSTEM = "system.j2"
 GEOLOCATE = "geolocate.j2"
 INVESTIGATE = "investigate.j2"
 INVESTIGATE_SYSTEM = "investigate_system.j2"
+CHAT_SYSTEM = "chat_system.j2"
+CHAT_CONTEXT = "chat_context.j2"
+CHAT_TRANSCRIPT = "chat_transcript.j2"
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,9 @@ def prompt_set_hash(*templates: PromptTemplate) -> str:
 
 
 __all__ = [
+    "CHAT_CONTEXT",
+    "CHAT_SYSTEM",
+    "CHAT_TRANSCRIPT",
     "GEOLOCATE",
     "INVESTIGATE",
     "INVESTIGATE_SYSTEM",

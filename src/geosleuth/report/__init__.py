@@ -1,6 +1,7 @@
 """Explainable geolocation reports: one file an analyst can open, read, defend and share.
 
 * :func:`render_report`: a :class:`~geosleuth.schemas.Prediction` as HTML, Markdown or JSON;
+* :func:`redact_exif`: the same prediction without the photo's metadata values, to share;
 * :func:`write_report` / :func:`write_index`: files on disk (one per photo, and an index).
 
 Reports are made from a Prediction alone (plus, optionally, the photo to embed), so `locate`,
@@ -18,9 +19,11 @@ from typing import Literal
 
 from PIL import Image
 
-from geosleuth.report.basemap import load_basemap, point_xy, view_box, view_box_attr
+from geosleuth.report import redact
+from geosleuth.report.basemap import load_basemap, point_xy, view_box, view_box_attr, with_aspect
 from geosleuth.report.html import csp, embed_photo, render_html, source_text, stylesheet
 from geosleuth.report.markdown import render_markdown
+from geosleuth.report.redact import redact_exif
 from geosleuth.schemas import Prediction
 
 ReportFormat = Literal["html", "md", "json"]
@@ -36,10 +39,28 @@ def render_report(
     image: Image.Image | None = None,
     command: str | None = None,
     photo_max_side: int = 1024,
+    redact_exif: bool = False,
+    online_map: bool = False,
+    photo_note: str | None = None,
 ) -> str:
-    """The report of ``prediction`` as text in ``format``."""
+    """The report of ``prediction`` as text in ``format``. ``redact_exif``: made from
+    :func:`~geosleuth.report.redact.redact_exif` of it, so no format shows the photo's raw
+    metadata values (GPS, time, camera, captions). ``online_map`` (HTML only): add an interactive
+    Leaflet map with OpenStreetMap tiles beside the drawn one (:mod:`geosleuth.report.online`).
+    ``photo_note``: why there is no ``image`` (HTML), e.g. "left out (--no-photo)"."""
+    if online_map and format != "html":
+        raise ValueError(f"online_map is for HTML reports; format is {format!r}")
+    if redact_exif:
+        prediction = redact.redact_exif(prediction)  # the argument hides the function's name
     if format == "html":
-        return render_html(prediction, image=image, command=command, photo_max_side=photo_max_side)
+        return render_html(
+            prediction,
+            image=image,
+            command=command,
+            photo_max_side=photo_max_side,
+            online_map=online_map,
+            photo_note=photo_note,
+        )
     if format == "md":
         return render_markdown(prediction, command=command)
     if format == "json":
@@ -76,6 +97,7 @@ class IndexEntry:
     report: str | None  # relative link
     error: str | None = None
     thumbnail: str | None = None  # data URL
+    error_type: str | None = None  # the geosleuth error class (InternalError: a bug)
 
 
 def thumbnail(image: Image.Image) -> str:
@@ -90,7 +112,7 @@ def write_index(entries: list[IndexEntry], folder: Path) -> Path:
     points = [
         e.prediction.best.point for e in entries if e.prediction is not None and e.prediction.best is not None
     ]
-    box = view_box(points or None, radii_km=50.0 if points else None)
+    box = with_aspect(view_box(points or None, radii_km=50.0 if points else None))
     r = max(box[2] / 150, 1e-4)
     markers = []
     rows = []
@@ -100,8 +122,10 @@ def write_index(entries: list[IndexEntry], folder: Path) -> Path:
         link = f'<a href="{escape(e.report)}">{name}</a>' if e.report else name
         thumb = f'<img src="{e.thumbnail}" alt="" width="96">' if e.thumbnail else ""
         if p is None:
+            kind = f" <span class=muted>({escape(e.error_type)})</span>" if e.error_type else ""
             rows.append(
-                f"<tr><td>{i}</td><td>{thumb}</td><td>{link}</td><td colspan=3 class=con>{escape(e.error or '')}</td></tr>"
+                f"<tr data-testid=error-row><td>{i}</td><td>{thumb}</td><td>{link}</td>"
+                f"<td colspan=3 class=con>{escape(e.error or '')}{kind}</td></tr>"
             )
             continue
         best = p.best
@@ -136,6 +160,7 @@ def write_index(entries: list[IndexEntry], folder: Path) -> Path:
 __all__ = [
     "IndexEntry",
     "ReportFormat",
+    "redact_exif",
     "render_report",
     "safe_name",
     "thumbnail",

@@ -742,6 +742,22 @@ def view_box(
     return (x, y, w, h)
 
 
+def with_aspect(view: ViewBox, min_aspect: float = 1.25, max_aspect: float = 2.2) -> ViewBox:
+    """``view`` grown (never shrunk) about its centre until its width / height lies within
+    [``min_aspect``, ``max_aspect``]: a view of places strung north to south would otherwise be a
+    page-high strip, and one strung east to west a ribbon with its markers on the edges."""
+    if not (0 < min_aspect <= max_aspect):
+        raise ValueError(f"need 0 < min_aspect <= max_aspect, got {min_aspect!r}, {max_aspect!r}")
+    x, y, w, h = view
+    cx, cy = x + w / 2, y + h / 2
+    if w < h * min_aspect:
+        w = h * min_aspect
+    elif w > h * max_aspect:
+        h = w / max_aspect
+    (x, w), (y, h) = _fit(cx, w, 180.0), _fit(cy, h, 90.0)
+    return (x, y, w, h)
+
+
 def _fit(center: float, size: float, half: float) -> tuple[float, float]:
     """(start, size) of a span of ``size`` around ``center``, moved to lie within [-half, half]."""
     if size >= 2 * half:

@@ -24,6 +24,7 @@ from geosleuth.schemas import (
     TextLine,
 )
 
+IGNORED_GPS = "ignored, as configured (--ignore-exif-gps)"
 SIGNAL_SHOWN = 0.05  # |signal| below this says nothing either way
 MAX_HYPOTHESES = 10
 _QUOTED = re.compile(r"^'([^']{1,80})'")
@@ -40,6 +41,8 @@ class Answer:
     radius_km: float | None
     regions: list[tuple[float, float]]  # (level, area km²)
     sentence: str  # the one-paragraph account
+    coords: str = ""  # the point as written: 5 decimals, or 1 when coarsened
+    coarsened: bool = False  # the point is the photo's GPS, rounded (--redact-exif)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Hypothesis:
     candidate: Candidate
     supporting: list[str]
     opposing: list[str]
+    where: str  # its coordinates as written (coarsened with the GPS they came from)
 
 
 @dataclass(frozen=True)
@@ -96,22 +100,36 @@ class ReportContent:
     stages_not_run: list[tuple[str, str, str]]  # name, status, why
     neighbours: list[tuple[LatLon, str]] = field(default_factory=list)
     command: str | None = None
-    exif_gps: LatLon | None = None
+    exif_gps: str | None = None  # the photo's GPS metadata, as written (or the redaction marker)
+    unused: dict[str, str] = field(default_factory=dict)  # usable evidence that was not used, and why
+    redaction: str | None = None  # what was removed before sharing, in plain words
 
 
 def build_content(pred: Prediction, *, command: str | None = None) -> ReportContent:
     """Everything a report shows about ``pred``, in reading order."""
     evidence = {e.id: e for e in pred.evidence}
     answer = _answer(pred)
-    gps = next((e for e in pred.evidence if e.kind == EvidenceKind.GPS and e.usable and e.point), None)
+    unused = _unused(pred)
+    gps = next(
+        (e for e in pred.evidence if e.kind == EvidenceKind.GPS and e.usable and e.tool == "exif"), None
+    )
+    if gps is None:
+        exif_gps = None
+    elif gps.point is not None:
+        exif_gps = str(gps.point)
+    else:  # redacted: the field existed, its value is gone
+        exif_gps = gps.details.get("lat") if isinstance(gps.details.get("lat"), str) else "withheld"
     return ReportContent(
         title=pred.source,
         prediction=pred,
         answer=answer,
-        steps=_steps(pred, evidence),
-        against=_sentences(pred.explanation, ("Against it:", "The runner-up had the edge")),
+        steps=_steps(pred, evidence, unused),
+        against=[
+            s.removeprefix("Against it: ")  # the page says "Against the answer:" already
+            for s in _sentences(pred.explanation, ("Against it:", "The runner-up had the edge"))
+        ],
         demoted=_sentences(pred.explanation, ("Demoted:",)),
-        hypotheses=[_hypothesis(i + 1, c) for i, c in enumerate(pred.candidates[:MAX_HYPOTHESES])],
+        hypotheses=[_hypothesis(pred, i + 1, c) for i, c in enumerate(pred.candidates[:MAX_HYPOTHESES])],
         samples=_samples(pred),
         boxes=_boxes(pred),
         gaps=_gaps(pred),
@@ -125,7 +143,9 @@ def build_content(pred: Prediction, *, command: str | None = None) -> ReportCont
             if CandidateSource.NEIGHBOUR.value in (c.sources or [c.source.value])
         ],
         command=command,
-        exif_gps=gps.point if gps is not None else None,
+        exif_gps=exif_gps,
+        unused=unused,
+        redaction=pred.redaction.note if pred.redaction is not None else None,
     )
 
 
@@ -140,6 +160,9 @@ def _answer(pred: Prediction) -> Answer:
         label = best.place.short() if best.place else best.label
     else:
         label = "Too little evidence for a location"
+    coarsened = (
+        located and pred.basis == "exif-gps" and pred.redaction is not None and pred.redaction.coarsened_deg
+    )
     return Answer(
         located=located,
         label=label,
@@ -150,14 +173,51 @@ def _answer(pred: Prediction) -> Answer:
         radius_km=best.radius_km if located and best is not None else None,
         regions=[(r.level, r.area_km2) for r in pred.regions],
         sentence=pred.explanation,
+        coords=point_text(best.point, coarse=bool(coarsened)) if located and best is not None else "",
+        coarsened=bool(coarsened),
     )
 
 
-def _steps(pred: Prediction, evidence: dict[str, Evidence]) -> list[Step]:
+def _coarsened(pred: Prediction, c: Candidate) -> bool:
+    return (
+        pred.redaction is not None
+        and pred.redaction.coarsened_deg is not None
+        and CandidateSource.EXIF.value in (c.sources or [c.source.value])
+    )
+
+
+def point_text(p: LatLon, *, coarse: bool = False) -> str:
+    """Coordinates as a report writes them: five decimals (about a metre), or one when they were
+    coarsened, so the page does not claim a precision the numbers no longer have."""
+    return f"{p.lat:.1f}, {p.lon:.1f}" if coarse else f"{p.lat:.5f}, {p.lon:.5f}"
+
+
+def _unused(pred: Prediction) -> dict[str, str]:
+    """Evidence that could have counted and did not: a valid EXIF GPS position that no candidate
+    came from was ignored (``use_exif_gps`` off, ``--ignore-exif-gps``)."""
+    sources = {s for c in pred.candidates for s in (c.sources or [c.source.value])}
+    gps = next((e for e in pred.evidence if e.id == "exif.gps" and e.usable and e.weight > 0), None)
+    if gps is not None and CandidateSource.EXIF.value not in sources:
+        return {gps.id: IGNORED_GPS}
+    return {}
+
+
+def _steps(pred: Prediction, evidence: dict[str, Evidence], unused: dict[str, str]) -> list[Step]:
     """Clues -> continent -> country -> region -> city -> point (the GeoCoT order)."""
     cands = pred.candidates
-    located = [e for e in pred.evidence if e.usable and e.weight > 0 and (e.countries or e.point or e.region)]
-    steps = [Step("clues", f"{len(located)} observations say something about where", None, located)]
+    located = [
+        e
+        for e in pred.evidence
+        if e.usable and e.weight > 0 and (e.countries or e.point or e.region) and e.id not in unused
+    ]
+    said = (
+        "no observation says anything about where"
+        if not located
+        else "1 observation says something about where"
+        if len(located) == 1
+        else f"{len(located)} observations say something about where"
+    )
+    steps = [Step("clues", said, None, located)]
     best = pred.best or (cands[0] if cands else None)
     if best is None or best.place is None:
         return steps
@@ -179,12 +239,17 @@ def _steps(pred: Prediction, evidence: dict[str, Evidence]) -> list[Step]:
         steps.append(Step("region", place.admin1, by_region.get(f"{place.country_code}/{place.admin1}"), own))
     steps.append(Step("city", f"near {place.name}", best.probability, own))
     steps.append(
-        Step("point", f"{best.point} (within about {max(best.radius_km, 1):.0f} km)", best.probability, own)
+        Step(
+            "point",
+            f"{point_text(best.point, coarse=_coarsened(pred, best))} (within about {max(best.radius_km, 1):.0f} km)",
+            best.probability,
+            own,
+        )
     )
     return steps
 
 
-def _hypothesis(rank: int, c: Candidate) -> Hypothesis:
+def _hypothesis(pred: Prediction, rank: int, c: Candidate) -> Hypothesis:
     pro = [
         f"{SIGNAL_TEXT.get(k, k)} ({v:+.1f})"
         for k, v in sorted(c.signals.items(), key=lambda kv: -kv[1])
@@ -195,7 +260,8 @@ def _hypothesis(rank: int, c: Candidate) -> Hypothesis:
         for k, v in sorted(c.signals.items(), key=lambda kv: kv[1])
         if v < -SIGNAL_SHOWN
     ]
-    return Hypothesis(rank=rank, candidate=c, supporting=pro, opposing=con)
+    where = point_text(c.point, coarse=_coarsened(pred, c))
+    return Hypothesis(rank=rank, candidate=c, supporting=pro, opposing=con, where=where)
 
 
 def _samples(pred: Prediction) -> list[Sample]:

@@ -18,7 +18,15 @@ from typing import Any
 import jinja2
 from PIL import Image
 
-from geosleuth.report.basemap import Basemap, circle_path, load_basemap, point_xy, view_box, view_box_attr
+from geosleuth.report.basemap import (
+    Basemap,
+    circle_path,
+    load_basemap,
+    point_xy,
+    view_box,
+    view_box_attr,
+    with_aspect,
+)
 from geosleuth.report.content import ReportContent, build_content
 from geosleuth.schemas import LatLon, Prediction
 
@@ -26,7 +34,10 @@ PHOTO_MAX_SIDE = 1024
 PHOTO_QUALITY = 82
 MARKER_FRACTION = 1 / 120  # a marker's radius, as a share of the view's width
 REGION_LEVELS = {0.5: 50, 0.8: 80, 0.95: 95}
-ANSWER_CONTEXT_KM = 150.0
+ANSWER_CONTEXT_KM = 350.0  # inland, 150 km showed a blank plain: no coast, no border within it
+
+
+PHOTO_MIN_SHOWN = 480  # a small photo is shown up to twice its size, to this width, so its text reads
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,12 @@ class Photo:
     width: int
     height: int
     scale: float  # embedded pixels per original pixel
+
+    @property
+    def shown_width(self) -> int:
+        """The width the page shows it at (CSS caps it at the column): its own, or up to twice
+        that for a small photo; never a 300-pixel sign blown up to fill the page."""
+        return max(self.width, min(PHOTO_MIN_SHOWN, 2 * self.width))
 
 
 def embed_photo(image: Image.Image, *, max_side: int = PHOTO_MAX_SIDE, quality: int = PHOTO_QUALITY) -> Photo:
@@ -100,14 +117,26 @@ def render_html(
     command: str | None = None,
     photo_max_side: int = PHOTO_MAX_SIDE,
     basemap: Basemap | None = None,
+    online_map: bool = False,
+    photo_note: str | None = None,
 ) -> str:
     """The HTML report of ``prediction``. ``image`` (the photo, upright) is embedded downscaled
-    when given; without it the report says the photo was left out."""
+    when given; without it the report says the photo was left out, and ``photo_note`` why (else a
+    plain "not embedded"). ``online_map``: add the
+    interactive map (:mod:`geosleuth.report.online`); without it the page runs no script."""
     content = build_content(prediction, command=command)
     bm = basemap or load_basemap()
     views = _views(content)
     photo = embed_photo(image, max_side=photo_max_side) if image is not None else None
     css = stylesheet()
+    online = None
+    if online_map:
+        from geosleuth.report.online import online_csp
+        from geosleuth.report.online import online_map as make_online_map
+
+        online = make_online_map(prediction)
+        css = css + online.css
+    policy = online_csp(css, online.script) if online is not None else csp(css)
     return (
         _environment()
         .get_template("report.html.j2")
@@ -116,14 +145,26 @@ def render_html(
             p=prediction,
             a=content.answer,
             css=css,
-            csp=csp(css),
+            csp=policy,
+            online=online,
             basemap=f'<g id="basemap">{bm.svg_group()}</g>',
             basemap_source=source_text(bm),
-            osm_link=_osm_link(content.answer.point) if content.answer.point else "",
+            osm_link=osm_link(content.answer.point, coarse=content.answer.coarsened)
+            if content.answer.point
+            else "",
             area_text=area_text,
-            views=[{**v, "detail": bm.svg_group(v["view"]) if v["name"] != "world" else ""} for v in views],
+            regions_text=regions_text,
+            views=[
+                {
+                    **v,
+                    "detail": bm.svg_group(v["view"]) if v["name"] != "world" else "",
+                    "label": _label(prediction, v) if prediction.best else None,
+                }
+                for v in views
+            ],
             regions=_regions(prediction),
             best=_marker(prediction.best.point, prediction.best.label) if prediction.best else None,
+            best_name=_short_name(prediction),
             alternatives=[
                 _marker(c.point, f"{c.label} (p={c.probability:.2f})")
                 for c in prediction.candidates
@@ -136,14 +177,53 @@ def render_html(
             ],
             neighbours=[_marker(p, label) for p, label in content.neighbours],
             photo=photo,
-            photo_note=None if photo is not None else "The photo is not embedded in this report.",
+            photo_note=None
+            if photo is not None
+            else (photo_note or "The photo is not embedded in this report."),
             boxes=_boxes(content, photo),
         )
     )
 
 
-def _osm_link(p: LatLon) -> str:
+def osm_link(p: LatLon, *, coarse: bool = False) -> str:
+    """The point on openstreetmap.org: a street-level view, or a town-level one without a pin for
+    coarsened coordinates (a pin would claim a precision they no longer have)."""
+    if coarse:
+        return f"https://www.openstreetmap.org/#map=11/{p.lat:.1f}/{p.lon:.1f}"
     return f"https://www.openstreetmap.org/?mlat={p.lat:.5f}&mlon={p.lon:.5f}#map=14/{p.lat:.5f}/{p.lon:.5f}"
+
+
+def _label(pred: Prediction, view: dict[str, Any]) -> dict[str, str]:
+    """Where the best marker's name goes in ``view``: beside it, on the side with room."""
+    assert pred.best is not None
+    x, y = point_xy(pred.best.point)
+    vx, _, vw, _ = view["view"]
+    r = view["r"]
+    right_side = x > vx + 0.7 * vw
+    return {
+        "x": f"{x - 1.8 * r if right_side else x + 1.8 * r:.4f}",
+        "y": f"{y + 0.7 * r:.4f}",
+        "size": f"{2.1 * r:.5f}",
+        "anchor": "end" if right_side else "start",
+    }
+
+
+def _short_name(pred: Prediction) -> str:
+    """What the best marker is labelled with on the map: the nearest place's name."""
+    best = pred.best
+    if best is None:
+        return ""
+    name = best.place.name if best.place else best.label
+    return name if len(name) <= 40 else name[:39] + "…"
+
+
+def regions_text(regions: list[tuple[float, float]]) -> str:
+    """'50% within 1,507 km²; 80% within …', or '50, 80 and 95% all within 3.1 km²' when the
+    regions are one and the same."""
+    if len({round(area, 3) for _, area in regions}) == 1 and len(regions) > 1:
+        levels = [f"{lvl * 100:.0f}" for lvl, _ in regions]
+        return f"{', '.join(levels[:-1])} and {levels[-1]}% all within {area_text(regions[0][1])}"
+    return "; ".join(f"{lvl * 100:.0f}% within {area_text(area)}" for lvl, area in regions)
 
 
 def _marker(p: LatLon, label: str) -> dict[str, Any]:
@@ -175,8 +255,8 @@ def _views(content: ReportContent) -> list[dict[str, Any]]:
     region_pts = [c.center for r in pred.regions for c in r.circles] or answer_pts
     region_r = [c.radius_km for r in pred.regions for c in r.circles] or answer_r
     boxes = {
-        "answer": view_box(answer_pts or None, radii_km=answer_r or None),
-        "regions": view_box(region_pts or None, radii_km=region_r or None),
+        "answer": with_aspect(view_box(answer_pts or None, radii_km=answer_r or None)),
+        "regions": with_aspect(view_box(region_pts or None, radii_km=region_r or None)),
         "world": view_box(None),
     }
     return [

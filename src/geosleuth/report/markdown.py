@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from geosleuth.report.content import build_content
-from geosleuth.report.html import area_text
+from geosleuth.report.html import osm_link, regions_text
 from geosleuth.schemas import Prediction
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|>~])")
@@ -31,23 +31,28 @@ def render_markdown(prediction: Prediction, *, command: str | None = None) -> st
     out = [f"# Where was this photo taken? `{md_code(c.title)}`", ""]
     if a.located and a.point is not None:
         out += [
-            f"**{md_text(a.label)}** — `{a.point.lat:.5f}, {a.point.lon:.5f}` "
-            f"([OpenStreetMap](https://www.openstreetmap.org/?mlat={a.point.lat:.5f}&mlon={a.point.lon:.5f}"
-            f"#map=14/{a.point.lat:.5f}/{a.point.lon:.5f}))",
+            f"**{md_text(a.label)}** — `{a.coords}` "
+            f"([OpenStreetMap]({osm_link(a.point, coarse=a.coarsened)}))",
             "",
             f"Confidence **{a.level}** (p = {a.confidence:.2f}), from {a.basis}; within about "
             f"{max(a.radius_km or 1.0, 1.0):.0f} km.",
         ]
         if a.regions:
-            out.append(
-                "Regions: "
-                + "; ".join(f"{lvl * 100:.0f}% within {area_text(area)}" for lvl, area in a.regions)
-                + "."
-            )
+            out.append(f"Regions: {regions_text(a.regions)}.")
     else:
         out.append(
             "**Too little evidence for a location.** geosleuth does not commit to a place for this photo."
         )
+    if c.exif_gps:
+        used = " and it was used as the answer" if p.basis == "exif-gps" else ""
+        if "exif.gps" in c.unused:
+            used = f"; it was {c.unused['exif.gps']}"
+        out += [
+            "",
+            f"The photo's EXIF metadata carries a GPS position ({md_text(c.exif_gps)}){used}.",
+        ]
+    if c.redaction:
+        out += ["", f"**Redacted for sharing:** {md_text(c.redaction)}."]
     out += ["", md_text(a.sentence), "", "## Reasoning, coarse to fine", ""]
     for s in c.steps:
         prob = f" (p = {s.probability:.2f})" if s.probability is not None else ""
@@ -68,7 +73,11 @@ def render_markdown(prediction: Prediction, *, command: str | None = None) -> st
             f"| {md_text(', '.join(h.supporting))} | {md_text(', '.join(h.opposing))} |"
         )
     out += ["", "## Evidence", ""]
-    out += [f"- `{e.id}` {md_text(e.value)} (weight {e.weight:.2f})" for e in p.evidence] or ["- none"]
+    out += [
+        f"- `{e.id}` {md_text(e.value)} (weight {e.weight:.2f})"
+        + (f" — not used: {md_text(c.unused[e.id])}" if e.id in c.unused else "")
+        for e in p.evidence
+    ] or ["- none: the photo has no metadata, and no text was read in it"]
     if c.boxes:
         out += ["", "## Text read in the photo", ""]
         out += [

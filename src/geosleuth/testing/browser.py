@@ -5,7 +5,9 @@ Playwright (the ``dev`` extra) drives the system Chromium (Debian's ``chromium``
 
 A page opened here cannot reach anything but its own file: every request goes through one route
 that lets through only that file (and ``data:``/``blob:`` URLs), and aborts and records the rest,
-sibling files included, since a self-contained report must not need them. WebSockets are closed and
+sibling files included, since a self-contained report must not need them. A test that needs the
+network's answers gives them itself: ``serve`` maps URL patterns to :class:`Served` responses (a
+local copy of a library, a generated map tile), which the page gets instead of the network. WebSockets are closed and
 recorded the same way, service workers are blocked, and host names do not resolve, so even what no
 route sees (DNS prefetch, preconnect) goes nowhere. What the page did is recorded where it happens,
 on the :class:`PageReport`: console messages, uncaught exceptions, dialogs (an ``alert()`` means a
@@ -27,7 +29,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,11 +121,25 @@ class Dialog:
 
 @dataclass(frozen=True)
 class Request:
-    """A request the page attempted; ``allowed`` is False for the ones that were aborted."""
+    """A request the page attempted; ``allowed`` is False for the ones that were aborted, ``served``
+    True for the ones a :class:`Served` response answered."""
 
     url: str
     resource_type: str  # "document", "image", "fetch", "stylesheet", "websocket", ...
     allowed: bool
+    served: bool = False
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the page gets, instead of the network, for the URLs of one ``serve`` pattern. It allows
+    any origin (``Access-Control-Allow-Origin: *``), so ``crossorigin`` and Subresource Integrity
+    checks run on it as they would on a CDN's copy."""
+
+    body: bytes
+    content_type: str
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -272,10 +288,13 @@ class Chromium:
         width: int = 1280,
         height: int = 900,
         wait_until: Literal["load", "domcontentloaded", "networkidle", "commit"] = "load",
+        serve: Mapping[str | re.Pattern[str], Served] | None = None,
     ) -> Iterator[PageReport]:
         """Open ``target`` offline and yield its :class:`PageReport`. A :class:`~pathlib.Path` is a
         file to open; a ``str`` is HTML, written to a temporary file first so that it loads as a
-        report does (a ``file://`` page)."""
+        report does (a ``file://`` page). ``serve``: URL patterns (Playwright globs, or compiled
+        regular expressions) answered with the given :class:`Served` responses, recorded as
+        allowed and served; every other request is still aborted."""
         with ExitStack() as stack:
             path = _target_file(target, stack)
             context = self._started().new_context(
@@ -312,6 +331,9 @@ class Chromium:
                 d.dismiss()
 
             context.route("**/*", route)
+            # Routes registered later are tried first: the served patterns go before the wall.
+            for pattern, response in (serve or {}).items():
+                context.route(pattern, _serving(response, report))
             context.route_web_socket(re.compile(".*"), websocket)
             page.on("console", console)
             page.on("pageerror", page_error)
@@ -323,14 +345,33 @@ class Chromium:
 
 @contextmanager
 def open_page(
-    target: str | Path, *, width: int = 1280, height: int = 900, chromium: Chromium | None = None
+    target: str | Path,
+    *,
+    width: int = 1280,
+    height: int = 900,
+    chromium: Chromium | None = None,
+    serve: Mapping[str | re.Pattern[str], Served] | None = None,
 ) -> Iterator[PageReport]:
     """Open one page offline (see :meth:`Chromium.open`), in ``chromium`` or a Chromium started
     for it."""
     with ExitStack() as stack:
         if chromium is None:
             chromium = stack.enter_context(Chromium())
-        yield stack.enter_context(chromium.open(target, width=width, height=height))
+        yield stack.enter_context(chromium.open(target, width=width, height=height, serve=serve))
+
+
+def _serving(response: Served, report: PageReport) -> Any:
+    def fulfil(route: Route) -> None:
+        request = route.request
+        report.requests.append(Request(request.url, request.resource_type, True, served=True))
+        route.fulfill(
+            status=response.status,
+            body=response.body,
+            content_type=response.content_type,
+            headers={"access-control-allow-origin": "*", **response.headers},
+        )
+
+    return fulfil
 
 
 def _target_file(target: str | Path, stack: ExitStack) -> Path:

@@ -12,7 +12,13 @@ timeouts and retries, talks to it exactly as it would to ``vllm serve``::
 Chat requests take scripted replies in order (:meth:`FakeOpenAIServer.script`), then
 :attr:`FakeOpenAIServer.default` (a :class:`Reply`, or a function of the request body). Bodies and
 JSON shapes follow vLLM's ``vllm/entrypoints/openai/protocol.py`` (``ChatCompletionResponse``,
-``ModelList``, ``ErrorResponse``).
+``ChatCompletionStreamResponse``, ``ModelList``, ``ErrorResponse``).
+
+``stream: true`` is refused with a 400 unless the server is made with ``streaming=True`` (or the
+attribute is set): then the answer comes as server-sent events the way vLLM sends them: a first
+chunk with the role, the content split into several chunks (:attr:`FakeOpenAIServer.chunk_chars`),
+tool calls as deltas (name first, then the arguments in pieces), a chunk with the finish reason,
+the usage when ``stream_options.include_usage`` asks for it, and ``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import io
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -79,13 +86,26 @@ class Reply:
     dropped: bool = False
     delay_s: float = 0.0
     tool_calls: tuple[tuple[str, str], ...] = ()  # (function name, JSON arguments)
+    cut_after_chunks: int | None = None
+    """Streaming only: close the connection after this many content chunks, mid-answer."""
 
     @classmethod
-    def calls(cls, *calls: tuple[str, dict[str, Any]], delay_s: float = 0.0) -> Reply:
-        """A tool-calling answer, as vLLM gives with ``--enable-auto-tool-choice``: no content,
-        ``tool_calls`` with JSON-encoded arguments, ``finish_reason`` "tool_calls"."""
-        encoded = tuple((name, json.dumps(args, ensure_ascii=False)) for name, args in calls)
-        return cls(contents=("",), finish_reasons=("tool_calls",), tool_calls=encoded, delay_s=delay_s)
+    def calls(
+        cls, *calls: tuple[str, dict[str, Any] | str], delay_s: float = 0.0, content: str | None = None
+    ) -> Reply:
+        """A tool-calling answer, as vLLM gives with ``--enable-auto-tool-choice``: ``tool_calls``
+        with JSON-encoded arguments (a string is sent as it is, e.g. broken JSON), ``finish_reason``
+        "tool_calls", and no content unless ``content`` is given."""
+        encoded = tuple(
+            (name, args if isinstance(args, str) else json.dumps(args, ensure_ascii=False))
+            for name, args in calls
+        )
+        return cls(
+            contents=(content or "",),
+            finish_reasons=("tool_calls",),
+            tool_calls=encoded,
+            delay_s=delay_s,
+        )
 
     @classmethod
     def guess(
@@ -104,9 +124,22 @@ class Reply:
         return cls(contents=tuple(dump(g) for g in (guess, *more)), delay_s=delay_s)
 
     @classmethod
-    def text(cls, content: str, *more: str, finish_reason: str = "stop", delay_s: float = 0.0) -> Reply:
-        """Free-text answers, as a model that ignores the schema writes them."""
-        return cls(contents=(content, *more), finish_reasons=(finish_reason,), delay_s=delay_s)
+    def text(
+        cls,
+        content: str,
+        *more: str,
+        finish_reason: str = "stop",
+        delay_s: float = 0.0,
+        cut_after_chunks: int | None = None,
+    ) -> Reply:
+        """Free-text answers, as a model that ignores the schema writes them. Streamed,
+        ``cut_after_chunks`` drops the connection after that many content chunks."""
+        return cls(
+            contents=(content, *more),
+            finish_reasons=(finish_reason,),
+            delay_s=delay_s,
+            cut_after_chunks=cut_after_chunks,
+        )
 
     @classmethod
     def malformed(cls, delay_s: float = 0.0) -> Reply:
@@ -145,6 +178,43 @@ class Reply:
 ReplySource = Reply | Callable[[dict[str, Any]], Reply]
 
 
+def user_text(body: dict[str, Any]) -> str:
+    """The text a chat request gives in its user messages (every text part, joined by newlines)."""
+    out: list[str] = []
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append(content)
+        elif isinstance(content, list):
+            out += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return "\n".join(out)
+
+
+def obeying(places: dict[str, VLMGuess], otherwise: VLMGuess) -> Callable[[dict[str, Any]], Reply]:
+    """A reply function for a model that does what text in its prompt tells it: the answer is the
+    place of ``places`` (keyed by the name as written) whose name comes first in the request's user
+    text, case-insensitively; a request that names none of them (one made without the photo's
+    text, say) gets ``otherwise``, standing for what the model sees in the picture."""
+
+    # whole words only ("Lima" is not in "climate"), except in scripts written without spaces
+    def pattern(name: str) -> re.Pattern[str]:
+        key = re.escape(name.casefold())
+        before = "(?<!\\w)" if ord(name[0]) < 0x2E80 else ""
+        after = "(?!\\w)" if ord(name[-1]) < 0x2E80 else ""
+        return re.compile(before + key + after)
+
+    keys = {name.casefold(): (pattern(name), guess) for name, guess in places.items()}
+
+    def reply(body: dict[str, Any]) -> Reply:
+        text = user_text(body).casefold()
+        found = [(m.start(), -len(k), k) for k, (rx, _) in keys.items() if (m := rx.search(text))]
+        return Reply.guess(keys[min(found)[2]][1] if found else otherwise)
+
+    return reply
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """One HTTP request as the server saw it. ``body`` is the parsed JSON (``None`` if none/invalid)."""
@@ -169,6 +239,8 @@ class FakeOpenAIServer(LocalServer):
         max_model_len: int = 8192,
         api_key: str | None = None,
         port: int = 0,
+        streaming: bool = False,
+        chunk_chars: int = 8,
     ) -> None:
         super().__init__(port)
         if latency_s < 0:
@@ -179,6 +251,12 @@ class FakeOpenAIServer(LocalServer):
         self.check_images = check_images
         self.max_model_len = max_model_len
         self.api_key = api_key
+        self.streaming = streaming
+        """Answer ``stream: true`` with server-sent events (else: 400, as before streaming existed)."""
+        if chunk_chars < 1:
+            raise ValueError(f"chunk_chars must be >= 1, got {chunk_chars!r}")
+        self.chunk_chars = chunk_chars
+        """Streamed content comes in pieces of about this many characters (split after spaces)."""
         self._lock = threading.Lock()
         self._script: deque[ReplySource] = deque()
         self._requests: list[RecordedRequest] = []
@@ -351,7 +429,38 @@ class _Handler(QuietHandler):
             headers = {} if reply.retry_after is None else {"Retry-After": f"{reply.retry_after:g}"}
             self._send_error(reply.status, reply.message, headers)
             return
+        if body.get("stream"):
+            self._stream(body, reply, owner)
+            return
         self._send(200, _completion(body, reply, owner.model))
+
+    def _stream(self, body: dict[str, Any], reply: Reply, owner: FakeOpenAIServer) -> None:
+        """Server-sent events over chunked transfer encoding (the connection stays open after)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def event(data: str) -> None:
+            payload = f"data: {data}\n\n".encode()
+            self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+            self.wfile.flush()
+
+        sent = 0
+        for chunk in _stream_chunks(body, reply, owner.model, owner.chunk_chars):
+            if (
+                chunk.get("_content")
+                and reply.cut_after_chunks is not None
+                and sent >= reply.cut_after_chunks
+            ):
+                self.close_connection = True  # mid-answer: no terminating chunk, the client sees a break
+                return
+            sent += 1 if chunk.pop("_content", False) else 0
+            event(json.dumps(chunk, ensure_ascii=False))
+        event("[DONE]")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _models(self) -> dict[str, Any]:
         owner, now = self.server.owner, int(time.time())
@@ -392,7 +501,7 @@ def _check_body(raw: bytes, body: Any, owner: FakeOpenAIServer) -> None:
         raise _HTTPError(400, "Field required: 'messages' must be a non-empty list of chat messages.")
     if body.get("model") is not None and body["model"] != owner.model:
         raise _HTTPError(404, f"The model `{body['model']}` does not exist. Valid aliases: {owner.model}.")
-    if body.get("stream"):
+    if body.get("stream") and not owner.streaming:
         raise _HTTPError(400, "FakeOpenAIServer does not stream; send stream=false.")
     n = body.get("n", 1)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -449,7 +558,7 @@ def _completion(body: dict[str, Any], reply: Reply, model: str) -> dict[str, Any
         completion_tokens += max(1, len(content) // 4)
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": content if not reply.tool_calls else None,
+            "content": (content or None) if reply.tool_calls else content,
             "refusal": None,
             "annotations": None,
             "audio": None,
@@ -501,6 +610,67 @@ def _completion(body: dict[str, Any], reply: Reply, model: str) -> dict[str, Any
     }
 
 
+def _pieces(text: str, size: int) -> list[str]:
+    """``text`` in pieces of about ``size`` characters, cut after a space where there is one."""
+    out: list[str] = []
+    rest = text
+    while rest:
+        if len(rest) <= size:
+            out.append(rest)
+            break
+        cut = rest.rfind(" ", 1, size)
+        cut = cut + 1 if cut > 0 else size
+        out.append(rest[:cut])
+        rest = rest[cut:]
+    return out
+
+
+def _stream_chunks(body: dict[str, Any], reply: Reply, model: str, size: int) -> list[dict[str, Any]]:
+    """vLLM's ``ChatCompletionStreamResponse`` chunks for ``reply``, in the order vLLM sends them.
+    Content chunks carry ``_content: True`` (taken out before sending) so a cut can be counted."""
+    whole = _completion(body, reply, model)
+    cid, created = whole["id"], whole["created"]
+
+    def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+        }
+
+    def choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "index": index,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": finish,
+            "stop_reason": None,
+        }
+
+    out: list[dict[str, Any]] = []
+    for c in whole["choices"]:
+        i, message = c["index"], c["message"]
+        out.append(chunk([choice(i, {"role": "assistant", "content": ""})]))
+        for piece in _pieces(message.get("content") or "", size):
+            out.append({**chunk([choice(i, {"content": piece})]), "_content": True})
+        for k, call in enumerate(message.get("tool_calls") or []):
+            fn = call["function"]
+            head = {"index": k, "id": call["id"], "type": "function", "function": {"name": fn["name"]}}
+            out.append(chunk([choice(i, {"tool_calls": [head]})]))
+            for piece in _pieces(fn["arguments"], size):
+                out.append(
+                    chunk([choice(i, {"tool_calls": [{"index": k, "function": {"arguments": piece}}]})])
+                )
+        out.append(chunk([choice(i, {}, c["finish_reason"])]))
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        out.append(chunk([], whole["usage"]))
+    return out
+
+
 FakeOpenAIServer.handler = _Handler
 
 
@@ -537,4 +707,6 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "ReplySource",
+    "obeying",
+    "user_text",
 ]

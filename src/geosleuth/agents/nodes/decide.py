@@ -31,11 +31,11 @@ def route(ctx: RunContext) -> str:
 
 
 def why_investigate(state: RunState, threshold: float) -> str | None:
-    if state.fusion is not None and state.fusion.basis == "exif-gps":
-        return None
+    if state.fusion is not None and state.fusion.basis == "exif-gps" and not state.fusion.gps_conflicts:
+        return None  # a camera GPS point nothing contradicts
     top = state.ranked[0] if state.ranked else None
     if top is None or state.confidence < threshold:
-        return f"the best answer has probability {state.confidence:.2f} < {threshold:.2f}"
+        return f"the best answer is uncertain (probability {state.confidence:.2f}; checks start below {threshold:.2f})"
     if len(state.ranked) > 1 and top.place and state.ranked[1].place:
         second = state.ranked[1]
         if (

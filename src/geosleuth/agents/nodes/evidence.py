@@ -9,8 +9,8 @@ import time
 
 from geosleuth.agents.context import RunContext
 from geosleuth.errors import CorruptImageError, EngineUnavailableError
-from geosleuth.schemas import StageStatus, TraceStep
-from geosleuth.tools.clues import ClueReport
+from geosleuth.schemas import EvidenceKind, StageStatus, TraceStep
+from geosleuth.tools.clues import MIN_LANGUAGE_CONFIDENCE, ClueReport
 from geosleuth.tools.exif import read_exif
 from geosleuth.tools.langid import LanguageGuess, detect_scripts
 from geosleuth.tools.ocr.base import TextLine
@@ -35,6 +35,14 @@ def run(ctx: RunContext, step: TraceStep) -> None:
         t0=t0,
     )
     state.exif = exif
+    if not ctx.settings.use_exif_gps:
+        for e in exif.evidence:
+            if e.kind == EvidenceKind.GPS and e.usable:
+                # recorded, not used: say so where the reader looks (the evidence list)
+                e.details["ignored"] = True
+                e.reason = (
+                    (e.reason + "; ") if e.reason else ""
+                ) + "not used: GPS metadata is ignored (--ignore-exif-gps, use_exif_gps = false)"
     state.evidence.extend(exif.evidence)
     state.missing.extend(exif.missing)
     if image.pixel_error:
@@ -45,6 +53,12 @@ def run(ctx: RunContext, step: TraceStep) -> None:
     new = [e.id for e in state.evidence[n_before:]]
     if new:
         step.outputs["new_evidence"] = new
+    if state.lines:
+        step.outputs["text_lines"] = [{"text": ln.text, "confidence": ln.confidence} for ln in state.lines]
+    if state.languages:
+        step.outputs["language_guesses"] = [
+            {"language": g.name, "confidence": round(g.confidence, 3)} for g in state.languages[:3]
+        ]
 
 
 def add_text_lines(ctx: RunContext, lines: list[TextLine], *, via: str) -> tuple[int, list[str]]:
@@ -155,7 +169,10 @@ def _langid(ctx: RunContext, *, report: bool) -> list[LanguageGuess]:
     t0 = time.perf_counter()
     guesses = deps.langid.identify([text])[0]
     if report:
-        top = f"{guesses[0].name} ({guesses[0].confidence:.2f})" if guesses else "no confident guess"
+        if guesses and guesses[0].confidence >= MIN_LANGUAGE_CONFIDENCE:
+            top = f"{guesses[0].name} ({guesses[0].confidence:.2f})"
+        else:  # the weak guesses stay in the trace
+            top = "unclear" if guesses else "no guess"
         stages.add("langid", StageStatus.RAN, top, engine=deps.langid.name, t0=t0)
     return list(guesses)
 

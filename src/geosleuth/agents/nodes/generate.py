@@ -1,5 +1,6 @@
 """The generate node: the VLM's diversified guesses (prompt variants x samples), screened for
-answers that text trying to instruct AI systems points at, and their votes added to the evidence."""
+answers that text trying to instruct AI systems points at, compared with a request made without
+the image's text, and their votes added to the evidence."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from geosleuth.agents.vlm.prompting import (
     references_from_neighbours,
     untrusted_block,
 )
-from geosleuth.agents.vlm.reasoning import Taint, vlm_evidence
+from geosleuth.agents.vlm.reasoning import Taint, text_comparison, vlm_evidence
 from geosleuth.gazetteer import city_radius_km
 from geosleuth.schemas import EvidenceKind, StageStatus, TraceStep
 
@@ -42,6 +43,7 @@ def run(ctx: RunContext, step: TraceStep) -> None:
     context = PromptContext(
         evidence_lines=evidence_lines(state.evidence),
         untrusted_text=untrusted_block(state.text),
+        text_free_lines=evidence_lines(state.evidence, from_text=False),
         similar=references_from_neighbours(found.similar) if found is not None else [],
         dissimilar=references_from_neighbours(found.dissimilar) if found is not None else [],
     )
@@ -53,6 +55,11 @@ def run(ctx: RunContext, step: TraceStep) -> None:
     taint = _taint(state) if injection else None
     report = reasoner.run(state.image.rgb, context, key=state.image.source, taint=taint, max_requests=granted)
     new, points = vlm_evidence(report, deps.gazetteer, injection=injection)
+    check = text_comparison(report, deps.gazetteer)
+    if check is not None:
+        new.append(check)
+        if check.reason:
+            state.warnings.append(check.value)
     state.evidence.extend(new)
     state.vlm = report
     state.vlm_points = points

@@ -66,16 +66,29 @@ def run(ctx: RunContext, step: TraceStep) -> None:
     checks, chooser = _vlm_choices(ctx)
     if not checks:
         checks = rule_checks(ctx)
+    ran: set[str] = set()  # the stage's engine names the tools that ran, not the ones that could have
     try:
         for check in checks:
-            _run_check(ctx, step, check, chooser)
+            if _run_check(ctx, step, check, chooser):
+                ran.add(_engine_of(check.tool))
     except ToolUnavailableError as exc:
         state.warnings.append(f"OpenStreetMap tools failed: {exc}")
-        state.stages.add(name, StageStatus.FAILED, "; ".join([*_made(step), str(exc)]), engine="osm", t0=t0)
+        engine = _engine(ran | {_engine_of(check.tool)})
+        state.stages.add(name, StageStatus.FAILED, "; ".join([*_made(step), str(exc)]), engine=engine, t0=t0)
         return
     state.stages.add(
-        name, StageStatus.RAN, "; ".join(_made(step)) or "nothing left to check", engine="osm", t0=t0
+        name, StageStatus.RAN, "; ".join(_made(step)) or "nothing left to check", engine=_engine(ran), t0=t0
     )
+
+
+def _engine_of(tool: str) -> str:
+    """What a tool runs on: OpenStreetMap (Nominatim, Overpass), or the photo itself (zoom)."""
+    return "osm" if tool in OSM_TOOLS else tool
+
+
+def _engine(ran: set[str]) -> str | None:
+    """``osm``, ``zoom``, ``osm+zoom``; None when no tool ran."""
+    return "+".join(sorted(ran)) or None
 
 
 def _made(step: TraceStep) -> list[str]:
@@ -87,7 +100,8 @@ def stage_name(state: RunState) -> str:
     return f"investigate#{state.rounds}"
 
 
-def _run_check(ctx: RunContext, step: TraceStep, check: Check, chooser: str) -> None:
+def _run_check(ctx: RunContext, step: TraceStep, check: Check, chooser: str) -> bool:
+    """Make one check; whether its tool ran (a zoom box outside the photo is refused)."""
     state = ctx.state
     query = str(check.arguments.get("name", ""))
     if check.tool == "geocode":
@@ -112,9 +126,12 @@ def _run_check(ctx: RunContext, step: TraceStep, check: Check, chooser: str) -> 
             z = TOOLS.call(ctx, "zoom", check.arguments)
         except ToolQueryError as exc:  # a box outside the photo: the VLM's mistake, not the run's
             step.calls.append(f"zoom refused ({chooser}): {exc}")
-            return
+            return False
         assert isinstance(z, ZoomResult)
         step.calls.append(f"zoom {z.box} ({chooser}): {len(z.lines)} lines, {z.new_lines} new")
+    else:
+        return False
+    return True
 
 
 # --- what can be checked ----------------------------------------------------------------------------

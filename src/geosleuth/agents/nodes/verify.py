@@ -10,6 +10,7 @@ from geosleuth.agents.context import RunContext
 from geosleuth.agents.fusion import FusionResult
 from geosleuth.agents.state import RunState
 from geosleuth.agents.verifier import GEOCLIP_LOGIT_SCALE, VerificationInputs
+from geosleuth.agents.vlm.reasoning import TEXT_MOVED, text_free_guesses
 from geosleuth.schemas import (
     BoxRegion,
     Candidate,
@@ -26,6 +27,8 @@ NEIGHBOUR_CANDIDATES = 5
 # Evidence kinds whose country votes come from the image's pixels through a model, not from hard
 # facts; the verifier weighs them through their own signals (density, consistency, geo).
 SOFT_KINDS = {EvidenceKind.GALLERY, EvidenceKind.NEIGHBOURS, EvidenceKind.VLM}
+# Tools whose evidence comes from the text read in the photo (clues, its language, names looked up).
+TEXT_TOOLS = {"clues", "langid", "nominatim", "overpass"}
 
 
 def run(ctx: RunContext, step: TraceStep, *, stage: str | None = None) -> None:
@@ -76,7 +79,7 @@ def run(ctx: RunContext, step: TraceStep, *, stage: str | None = None) -> None:
         name,
         StageStatus.RAN,
         f"{len(pool)} candidates from {', '.join(sources)} merged into {len(result.candidates)} places; "
-        f"best p={state.confidence:.2f}, somewhere else p={result.null_probability:.2f}",
+        f"best {state.confidence:.2f}, somewhere else {result.null_probability:.2f}",
         t0=t0,
     )
     step.outputs["top"] = [
@@ -84,6 +87,7 @@ def run(ctx: RunContext, step: TraceStep, *, stage: str | None = None) -> None:
         for c in ranked[:3]
     ]
     step.outputs["confidence"] = round(state.confidence, 4)
+    step.outputs["scores"] = result.scores  # the verifier's account with its signals' scores
 
 
 def _pool(state: RunState, fused: FusionResult) -> tuple[list[Candidate], list[float], dict[str, float]]:
@@ -96,6 +100,14 @@ def _pool(state: RunState, fused: FusionResult) -> tuple[list[Candidate], list[f
         for c in fused.candidates
         if c.place is not None and c.granularity in (Granularity.COUNTRY, Granularity.REGION)
     }
+    if fused.gps_conflicts and fused.gps_trust < 1:
+        # Contradicted GPS: the verifier mixes "GPS right" with "GPS wrong" (see Verifier.verify), so
+        # the evidence's own probabilities are given as they are without the GPS point's share.
+        rest = max(1e-9, 1.0 - next((c.probability for c in pool if c.source == CandidateSource.EXIF), 0.0))
+        evidence_p = [
+            0.0 if c.source == CandidateSource.EXIF else min(1.0, c.probability / rest) for c in pool
+        ]
+        remainder = {cc: min(1.0, p / rest) for cc, p in remainder.items()}
     found = state.found
     extra: list[Candidate] = []
     if found is not None:
@@ -141,10 +153,12 @@ def _verification_inputs(
         if state.vlm is not None
         else []
     )
+    picture = text_free_guesses(state.vlm) if state.vlm is not None else []
     return VerificationInputs(
         candidates=pool,
         hard_strength=0.0,  # the `evidence` signal carries fusion's posterior
         exif_point=gps.point if use_gps and gps is not None else None,
+        exif_trust=state.fusion.gps_trust if state.fusion is not None else 1.0,
         exif_radius_km=(exif.gps_radius_km if exif is not None and exif.gps_radius_km else 0.1),
         utc_band=band,
         similar=list(found.similar) if found is not None else [],
@@ -156,6 +170,8 @@ def _verification_inputs(
         else GEOCLIP_LOGIT_SCALE,
         evidence_probabilities=evidence_p,
         country_remainder=remainder,
+        picture_guesses=picture,
+        untrusted_evidence=frozenset([TEXT_MOVED, *(e.id for e in state.evidence if e.tool in TEXT_TOOLS)]),
     )
 
 

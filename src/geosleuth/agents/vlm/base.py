@@ -25,7 +25,8 @@ made, before any image is touched.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
@@ -167,7 +168,59 @@ class ToolChoosingVLM(Protocol):
     ) -> list[tuple[str, dict[str, Any]]]: ...
 
 
+@dataclass(frozen=True)
+class ChatToolCall:
+    """One tool call a model made in a chat answer. ``arguments`` is the JSON text as the model
+    wrote it (it may not parse: the caller decides what to tell the model)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class ChatReply:
+    """A whole chat answer: its text, the tool calls it makes, and how it came."""
+
+    content: str
+    tool_calls: list[ChatToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    streamed: bool = False
+    latency_s: float = 0.0
+
+
+@runtime_checkable
+class ChattingVLM(Protocol):
+    """A backend that holds a conversation: chat messages in OpenAI's shape (images as
+    ``image_url`` parts, tool calls and ``tool`` messages), tools offered as OpenAI function specs.
+
+    :meth:`chat` is a generator: it yields the answer's text as it arrives and returns the whole
+    :class:`ChatReply`. Closing it early cancels the request. Failures are
+    :class:`~geosleuth.errors.VLMError` subclasses; a server that refuses ``tools`` answers
+    :class:`~geosleuth.errors.VLMRequestRejectedError`."""
+
+    @property
+    def model(self) -> str: ...
+
+    def image_url(self, image: Image.Image) -> str: ...
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str = "auto",
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        stream: bool = True,
+    ) -> Generator[str, None, ChatReply]: ...
+
+
 __all__ = [
+    "ChatReply",
+    "ChatToolCall",
+    "ChattingVLM",
     "ParseMethod",
     "TokenUsage",
     "ToolChoosingVLM",

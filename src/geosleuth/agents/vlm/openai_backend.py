@@ -9,7 +9,10 @@ The ``openai`` package does the HTTP; this module adds what a geolocation batch 
 * ``n`` samples per request, or ``n`` parallel requests where a server ignores ``n``;
 * timeouts, retries with exponential backoff and jitter on connection errors, 429 (honouring
   ``Retry-After``) and 5xx, and a concurrency limit shared by every caller of the backend;
-* one :class:`~geosleuth.schemas.VLMCall` per request, whatever happens, with token usage.
+* one :class:`~geosleuth.schemas.VLMCall` per request, whatever happens, with token usage;
+* conversations (:meth:`OpenAICompatibleVLM.chat`): messages and tools in OpenAI's shape, the
+  answer streamed as it comes (server-sent events, tool-call deltas put together), or asked again
+  without streaming, and remembered, when a server refuses ``stream``.
 
 It runs its own event loop on a daemon thread, so synchronous callers (the locate pipeline, worker
 threads of a batch) and asynchronous callers share one client, one connection pool and one limit.
@@ -22,17 +25,25 @@ import base64
 import io
 import json
 import logging
+import queue
 import random
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
 from PIL import Image
 
-from geosleuth.agents.vlm.base import VLMRequest, call_record, guess_json_schema, resize_longest
+from geosleuth.agents.vlm.base import (
+    ChatReply,
+    ChatToolCall,
+    VLMRequest,
+    call_record,
+    guess_json_schema,
+    resize_longest,
+)
 from geosleuth.agents.vlm.parse import parse_guess
 from geosleuth.errors import (
     ConfigError,
@@ -58,13 +69,18 @@ class ServerProfile:
     structured: StructuredMode
     supports_n: bool = True
     max_tokens_field: str = "max_tokens"
+    stream_usage: bool = False
+    """Ask for token usage at the end of a stream (``stream_options.include_usage``)."""
 
 
 SERVER_PROFILES: dict[str, ServerProfile] = {
-    # vLLM >= 0.12: `structured_outputs` in the body (guided_json was removed); n is honoured.
-    "vllm": ServerProfile("vllm", "structured_outputs"),
+    # vLLM >= 0.12: `structured_outputs` in the body (guided_json was removed); n is honoured;
+    # streams end with the usage when stream_options asks.
+    "vllm": ServerProfile("vllm", "structured_outputs", stream_usage=True),
     # OpenAI: strict json_schema; new models only accept max_completion_tokens.
-    "openai": ServerProfile("openai", "response_format", max_tokens_field="max_completion_tokens"),
+    "openai": ServerProfile(
+        "openai", "response_format", max_tokens_field="max_completion_tokens", stream_usage=True
+    ),
     # Ollama's OpenAI endpoint takes response_format json_schema but ignores n.
     "ollama": ServerProfile("ollama", "response_format", supports_n=False),
     # llama.cpp's server turns response_format json_schema into a grammar; n is not supported.
@@ -175,6 +191,7 @@ class OpenAICompatibleVLM:
         self._models: list[dict[str, Any]] | None = None
         self._setup_lock: asyncio.Lock | None = None
         self._schema_rejected = False
+        self._stream_rejected = False
         self._schema = guess_json_schema()
 
     # -- protocol --
@@ -247,6 +264,123 @@ class OpenAICompatibleVLM:
             raise VLMServerError(
                 f"{self.base_url} answered the tool request with {str(data)[:200]!r}"
             ) from exc
+
+    def image_url(self, image: Image.Image) -> str:
+        """``image`` as this backend sends it: a JPEG data URL scaled down to ``image_max_side``."""
+        return self._encode(image)
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str = "auto",
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        stream: bool = True,
+    ) -> Generator[str, None, ChatReply]:
+        """One chat request: yields the answer's text as it streams in and returns the whole
+        :class:`ChatReply` (with the tool calls it makes). A server that refuses ``stream`` is
+        asked again without it, and from then on never streamed to. Connection errors, 429 and
+        5xx are retried before anything arrives; a stream that breaks halfway is a
+        :class:`VLMConnectionError` (nothing is retried once text has been given out). Closing
+        the generator cancels the request."""
+        pieces: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        future = asyncio.run_coroutine_threadsafe(
+            self._chat(messages, tools, tool_choice, max_tokens, temperature, stream, pieces.put),
+            self._loop().loop,
+        )
+        try:
+            while (piece := pieces.get()) is not None:
+                yield piece
+            return future.result()
+        finally:
+            if not future.done():
+                future.cancel()
+
+    async def _chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str,
+        max_tokens: int,
+        temperature: float,
+        stream: bool,
+        emit: Callable[[str | None], None],
+    ) -> ChatReply:
+        try:
+            await self._setup()
+            client = self._ensure_client()
+            assert self._profile is not None
+            body: dict[str, Any] = {
+                "model": self._model,
+                "messages": messages,
+                "temperature": temperature,
+                self._profile.max_tokens_field: max_tokens,
+            }
+            if tools:
+                body["tools"] = tools
+                body["tool_choice"] = tool_choice
+            t0 = time.perf_counter()
+            if stream and not self._stream_rejected:
+                try:
+                    return await self._chat_streamed(body, emit, t0)
+                except VLMRequestRejectedError as exc:
+                    if "stream" not in str(exc).lower():
+                        raise
+                    self._stream_rejected = True
+                    log.warning("%s refused to stream (%s); asking without streaming", self.base_url, exc)
+            data = await self._with_retries(
+                lambda: client.post("/chat/completions", body=body, cast_to=object),
+                what="answering a chat message",
+            )
+            reply = _read_chat(data, self.base_url)
+            reply.latency_s = round(time.perf_counter() - t0, 4)
+            if reply.content:
+                emit(reply.content)
+            return reply
+        finally:
+            emit(None)
+
+    async def _chat_streamed(
+        self, body: dict[str, Any], emit: Callable[[str | None], None], t0: float
+    ) -> ChatReply:
+        import openai
+
+        client = self._ensure_client()
+        assert self._profile is not None
+        body = {**body, "stream": True}
+        if self._profile.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+        stream = await self._with_retries(
+            lambda: client.post(
+                "/chat/completions",
+                body=body,
+                cast_to=object,
+                stream=True,
+                stream_cls=openai.AsyncStream[object],
+            ),
+            what="answering a chat message",
+        )
+        acc = _ChatAccumulator(self.base_url)
+        try:
+            async for chunk in stream:
+                piece = acc.add(chunk)
+                if piece:
+                    emit(piece)
+        except openai.APIConnectionError as exc:
+            kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "dropped the connection"
+            raise VLMConnectionError(
+                f"{self.base_url} {kind} in the middle of a streamed answer (after {acc.chunks} chunks): "
+                f"{str(exc).rstrip('.')}"
+            ) from exc
+        except openai.APIError as exc:  # an error event inside the stream
+            raise VLMServerError(
+                f"{self.base_url} sent an error in the middle of a streamed answer: {_message(exc)}"
+            ) from exc
+        finally:
+            await stream.close()
+        return acc.reply(round(time.perf_counter() - t0, 4))
 
     def list_models(self) -> list[dict[str, Any]]:
         """The server's /models entries (raises :class:`VLMError` subclasses when unreachable)."""
@@ -518,6 +652,100 @@ def _read_completion(data: Any, where: str) -> tuple[list[tuple[str, str | None]
     return out, usage
 
 
+class _ChatAccumulator:
+    """Puts a streamed chat answer together: content deltas in order, tool calls by their index
+    (the id and name come first, the arguments in pieces), the finish reason and the usage."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.content: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.finish: str | None = None
+        self.usage = TokenUsage()
+        self.chunks = 0
+
+    def add(self, chunk: Any) -> str:
+        """Take one chunk; return its new text ("" when it has none)."""
+        self.chunks += 1
+        if not isinstance(chunk, dict):
+            raise VLMServerError(f"{self.where} streamed something that is not a chunk: {str(chunk)[:200]!r}")
+        used = chunk.get("usage")
+        if isinstance(used, dict):
+            self.usage = TokenUsage(
+                prompt_tokens=int(used.get("prompt_tokens") or 0),
+                completion_tokens=int(used.get("completion_tokens") or 0),
+            )
+        text = ""
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or int(choice.get("index") or 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                text += delta["content"]
+            for tc in delta.get("tool_calls") or []:
+                slot = self.calls.setdefault(
+                    int(tc.get("index", len(self.calls))), {"id": "", "name": "", "arguments": ""}
+                )
+                fn = tc.get("function") or {}
+                if tc.get("id") and not slot["id"]:
+                    slot["id"] = str(tc["id"])
+                if fn.get("name") and not slot["name"]:  # sent once; some servers repeat it
+                    slot["name"] = str(fn["name"])
+                args = fn.get("arguments")
+                if args:
+                    slot["arguments"] += args if isinstance(args, str) else json.dumps(args)
+            if choice.get("finish_reason"):
+                self.finish = str(choice["finish_reason"])
+        if text:
+            self.content.append(text)
+        return text
+
+    def reply(self, latency_s: float) -> ChatReply:
+        calls = [
+            ChatToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"])
+            for i, c in sorted(self.calls.items())
+            if c["name"]
+        ]
+        return ChatReply(
+            content="".join(self.content),
+            tool_calls=calls,
+            finish_reason=self.finish,
+            usage=self.usage,
+            streamed=True,
+            latency_s=latency_s,
+        )
+
+
+def _read_chat(data: Any, where: str) -> ChatReply:
+    """The first choice of a (not streamed) chat completion, with its tool calls."""
+    try:
+        choice = min(data["choices"], key=lambda c: int(c.get("index") or 0))
+        message = choice.get("message") or {}
+        calls = []
+        for i, call in enumerate(message.get("tool_calls") or []):
+            fn = call["function"]
+            args = fn.get("arguments")
+            # Arguments are JSON text in OpenAI's protocol; Ollama sends an object.
+            text = args if isinstance(args, str) else json.dumps(args if args is not None else {})
+            calls.append(
+                ChatToolCall(id=str(call.get("id") or f"call_{i}"), name=str(fn["name"]), arguments=text)
+            )
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise VLMServerError(
+            f"{where} answered with something that is not a chat completion: {str(data)[:200]!r}"
+        ) from exc
+    used = data.get("usage") or {}
+    return ChatReply(
+        content=str(message.get("content") or ""),
+        tool_calls=calls,
+        finish_reason=choice.get("finish_reason"),
+        usage=TokenUsage(
+            prompt_tokens=int(used.get("prompt_tokens") or 0),
+            completion_tokens=int(used.get("completion_tokens") or 0),
+        ),
+    )
+
+
 class ReplicatedVLM:
     """Several servers of the same model (vLLM replicas) behind one backend: each request goes to
     the replica with the fewest requests in flight; each replica keeps its own concurrency limit,
@@ -568,6 +796,29 @@ class ReplicatedVLM:
         max_tokens: int = 512,
     ) -> list[tuple[str, dict[str, Any]]]:
         return self.replicas[0].choose_tools(system, text, tools, image=image, max_tokens=max_tokens)
+
+    def image_url(self, image: Image.Image) -> str:
+        return self.replicas[0].image_url(image)
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str = "auto",
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        stream: bool = True,
+    ) -> Generator[str, None, ChatReply]:
+        """A conversation stays on one replica (the first), so its prefix cache serves every turn."""
+        return self.replicas[0].chat(
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=stream,
+        )
 
     def close(self) -> None:
         for replica in self.replicas:

@@ -7,7 +7,10 @@ thing in the user message, so a server's prefix cache shares it across variants.
 
 Text read from the image is untrusted: it goes only inside ``<untrusted_text>``, with angle
 brackets replaced so it cannot close the block or open another one, and the system prompt tells
-the model it is data, not instructions.
+the model it is data, not instructions. When the photo has such text, one more request,
+``no-text`` (:data:`NO_TEXT`), asks without it: no untrusted block and none of the tool facts read
+from the text. Its answers say what the model makes of the picture alone, so the VLM stage can tell
+answers the text moved from answers the picture supports (see :mod:`.reasoning`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from geosleuth.prompts import GEOLOCATE, SYSTEM, load_template, prompt_set_hash
 from geosleuth.schemas import Evidence, EvidenceKind, LatLon, Neighbour
 
 MAX_UNTRUSTED_CHARS = 1500
+NO_TEXT = "no-text"
 THUMBNAIL_SIDE = 384
 # Clues that tools derived from the image's text: stated as facts, marked as read from that text.
 _FROM_TEXT = {
@@ -36,6 +40,8 @@ _FROM_TEXT = {
     EvidenceKind.CURRENCY,
     EvidenceKind.STREET_TYPE,
 }
+# Everything that comes from the image's text: left out of the no-text variant.
+_TEXT_DERIVED = _FROM_TEXT | {EvidenceKind.LANGUAGE, EvidenceKind.SCRIPT, EvidenceKind.PROMPT_INJECTION}
 # Evidence the prompt states as tool facts. The text itself goes to <untrusted_text>; retrieval
 # goes to the reference lists.
 _PROMPT_KINDS = _FROM_TEXT | {
@@ -70,6 +76,8 @@ class PromptContext:
 
     evidence_lines: list[str] = field(default_factory=list)
     untrusted_text: str = ""
+    text_free_lines: list[str] = field(default_factory=list)
+    """The tool facts that do not come from the image's text (for the no-text variant)."""
     similar: list[Reference] = field(default_factory=list)
     dissimilar: list[Reference] = field(default_factory=list)
 
@@ -88,11 +96,14 @@ def untrusted_block(text: str, limit: int = MAX_UNTRUSTED_CHARS) -> str:
     return out
 
 
-def evidence_lines(evidence: Sequence[Evidence]) -> list[str]:
-    """The tool facts worth telling the model, one line each, strongest first."""
+def evidence_lines(evidence: Sequence[Evidence], *, from_text: bool = True) -> list[str]:
+    """The tool facts worth telling the model, one line each, strongest first; without those
+    derived from the image's text when ``from_text`` is false."""
     out = []
     for e in sorted(evidence, key=lambda e: -e.weight):
         if not e.usable or e.kind not in _PROMPT_KINDS:
+            continue
+        if not from_text and e.kind in _TEXT_DERIVED:
             continue
         if e.kind == EvidenceKind.PROMPT_INJECTION:
             out.append(
@@ -141,9 +152,12 @@ class PromptBuilder:
     def system(self) -> str:
         return self.system_template.render(fields=guess_fields())
 
-    def render(self, context: PromptContext, k: int, n_images: int) -> str:
-        lines = context.evidence_lines if self.settings.evidence_in_prompt else []
-        text = context.untrusted_text if self.settings.evidence_in_prompt else ""
+    def render(self, context: PromptContext, k: int, n_images: int, *, with_text: bool = True) -> str:
+        """The user prompt of one variant; ``with_text=False`` leaves out the image's text and the
+        facts read from it (the no-text variant)."""
+        shown = self.settings.evidence_in_prompt
+        lines = (context.evidence_lines if with_text else context.text_free_lines) if shown else []
+        text = context.untrusted_text if shown and with_text else ""
         return self.user_template.render(
             n_reference_images=n_images,
             radius_hint="smaller when the clues are specific, larger when they are not",
@@ -155,7 +169,8 @@ class PromptBuilder:
 
     def variants(self, context: PromptContext, max_requests: int = 64) -> list[tuple[str, int]]:
         """(name, k) per variant. RAG variants need references; variants that would repeat one
-        another because there are fewer references than k are merged."""
+        another because there are fewer references than k are merged. A photo with text gets the
+        no-text variant second, so a tight budget keeps it."""
         out: list[tuple[str, int]] = []
         seen: set[tuple[int, int]] = set()
         for k in self.settings.rag_k:
@@ -166,6 +181,8 @@ class PromptBuilder:
                 continue
             seen.add(used)
             out.append(("zero-shot" if k == 0 else f"rag-{max(used)}", k))
+        if out and context.untrusted_text.strip() and self.settings.evidence_in_prompt:
+            out.insert(1, (NO_TEXT, 0))
         return out[: max(1, max_requests)]
 
     def requests(
@@ -185,7 +202,7 @@ class PromptBuilder:
                     key=f"{key}#{name}",
                     variant=name,
                     system=system,
-                    text=self.render(context, k, len(thumbs)),
+                    text=self.render(context, k, len(thumbs), with_text=name != NO_TEXT),
                     images=[image, *thumbs],
                     n=s.samples,
                     temperature=s.temperature,

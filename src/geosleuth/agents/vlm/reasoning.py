@@ -9,6 +9,12 @@ evidence the verifier can weigh.
 * Guesses are set aside, with the reason recorded, when they are (0, 0) or, in an image whose text
   tries to instruct AI systems, when they land where that text points: coordinates written in it,
   places or countries named in it (:class:`Taint`). An answer the attacker wrote is not evidence.
+* Detection misses phrasings, so the text is also judged by what it does to the answers: a photo
+  with text gets a ``no-text`` request (:data:`~.prompting.NO_TEXT`) that never shows the model the
+  text. A country that only answers made with the text point to, while the no-text answers point
+  elsewhere, was put there by the text, not by the picture: its candidate carries the evidence id
+  :data:`TEXT_MOVED`, and the verifier caps what rests on the text alone
+  (:data:`~geosleuth.agents.verifier.TEXT_ONLY_CAP`). :func:`text_comparison` records the check.
 * :func:`vlm_evidence` gives fusion one evidence item (the samples' votes per country, a correlated
   family of their own) and one candidate point per country.
 """
@@ -27,7 +33,7 @@ from PIL import Image
 from geosleuth.agents.fusion import RetrievalPoint
 from geosleuth.agents.vlm.base import VLMBackend
 from geosleuth.agents.vlm.parse import parse_guess
-from geosleuth.agents.vlm.prompting import PromptBuilder, PromptContext
+from geosleuth.agents.vlm.prompting import NO_TEXT, PromptBuilder, PromptContext
 from geosleuth.config import Settings
 from geosleuth.gazetteer import Gazetteer
 from geosleuth.geo import haversine_km
@@ -51,6 +57,8 @@ ECHO_KM = 1.0
 VLM_WEIGHT = 0.6
 # An image whose text tries to instruct AI systems may have steered the answers: count them half.
 VLM_WEIGHT_UNDER_INJECTION = 0.3
+# The evidence id of a VLM candidate that only answers made with the photo's text point to.
+TEXT_MOVED = "vlm.text-moved"
 
 
 @dataclass(frozen=True)
@@ -61,16 +69,29 @@ class Taint:
     places: tuple[tuple[LatLon, float, str], ...] = ()  # point, radius km, name
     countries: frozenset[str] = frozenset()
 
-    def reason(self, guess: VLMGuess, country: str | None) -> str | None:
+    def target(self, guess: VLMGuess, country: str | None) -> str | None:
+        """What in the text the guess lands on ("the coordinates ...", "Paris", "DE"), if anything."""
         echo = parse_guess(self.text).guess if self.text.strip() else None
         if echo is not None and _km(guess.point, echo.point) <= ECHO_KM:
-            return f"repeats the coordinates {echo.point} written in text that tries to instruct AI systems"
+            return f"the coordinates {echo.point}"
         for point, radius, name in self.places:
             if _km(guess.point, point) <= radius:
-                return f"lands on {name}, a place named by text that tries to instruct AI systems"
+                return name
         if country and country in self.countries:
-            return f"lands in {country}, a country named by text that tries to instruct AI systems"
+            return country
         return None
+
+    def reason(self, guess: VLMGuess, country: str | None) -> str | None:
+        """Why the guess is set aside (None: it lands nowhere the text points)."""
+        where = self.target(guess, country)
+        if where is None:
+            return None
+        who = "text that tries to instruct AI systems"
+        if where.startswith("the coordinates"):
+            return f"repeats {where} written in {who}"
+        if where == country:
+            return f"lands in {where}, a country named by {who}"
+        return f"lands on {where}, a place named by {who}"
 
 
 class VLMReasoner:
@@ -149,6 +170,64 @@ class VLMReasoner:
         return kept, discarded
 
 
+def text_free_guesses(report: VLMReport) -> list[VLMGuess]:
+    """The usable guesses of the no-text request: what the model makes of the picture alone."""
+    return [
+        s.guess
+        for c in report.calls
+        if c.variant == NO_TEXT
+        for s in c.samples
+        if s.guess is not None and not s.set_aside
+    ]
+
+
+def text_comparison(report: VLMReport, gazetteer: Gazetteer) -> Evidence | None:
+    """What the no-text request shows about the image's text: whether the answers made without it
+    point to the countries the others do, or the text moved some answers to a country the picture
+    alone never suggested (None without usable no-text answers)."""
+    kept = [
+        (c.variant, s.guess)
+        for c in report.calls
+        for s in c.samples
+        if s.guess is not None and not s.set_aside
+    ]
+    if not any(v == NO_TEXT for v, _ in kept):
+        return None
+    countries = [p.country_code for p in gazetteer.reverse([g.point for _, g in kept])]
+    blind: dict[str, int] = defaultdict(int)
+    moved: dict[str, int] = defaultdict(int)
+    for (variant, _), cc in zip(kept, countries, strict=True):
+        if variant == NO_TEXT:
+            blind[cc] += 1
+    for (variant, _), cc in zip(kept, countries, strict=True):
+        if variant != NO_TEXT and cc not in blind:
+            moved[cc] += 1
+    n_blind = sum(blind.values())
+    seen = ", ".join(
+        f"{gazetteer.country_name(cc)} ({k} of {n_blind})"
+        for cc, k in sorted(blind.items(), key=lambda kv: -kv[1])
+    )
+    reason: str | None = None
+    if moved:
+        where = ", ".join(gazetteer.country_name(cc) for cc in sorted(moved, key=lambda c: -moved[c]))
+        value = (
+            f"{sum(moved.values())} answers made with the photo's text point to {where}, where no answer made "
+            f"without the text points (those point to {seen}): the text, not the picture, moved them"
+        )
+        reason = "the text in the photo steered the model; what rests on it alone is capped"
+    else:
+        value = f"the answers made without the photo's text point to {seen}, as the others do"
+    return Evidence(
+        id="check.vlm-text",
+        tool="vlm",
+        kind=EvidenceKind.CONSISTENCY,
+        value=value,
+        weight=0.0,
+        reason=reason,
+        details={"no_text_countries": dict(blind), "moved_countries": dict(moved)},
+    )
+
+
 def consensus(guesses: Sequence[VLMGuess]) -> tuple[int, float]:
     """Index of the guess at the heart of the largest agreeing group, and the group's share."""
     lat = np.array([g.latitude for g in guesses])
@@ -170,11 +249,22 @@ def vlm_evidence(
 ) -> tuple[list[Evidence], list[RetrievalPoint]]:
     """Fusion's view of the VLM: its samples' votes per country, and a point per country (the
     medoid of that country's guesses, weighted by its share of the samples). ``injection``: the
-    image's text tries to instruct AI systems, so even the answers kept count half."""
-    guesses = [s.guess for c in report.calls for s in c.samples if s.guess is not None and not s.set_aside]
+    image's text tries to instruct AI systems, so even the answers kept count half.
+
+    A country that only answers made with the photo's text point to, while the no-text answers
+    point elsewhere, gets its point under :data:`TEXT_MOVED`: the text, not the picture, put it
+    there, so the verifier treats it as resting on the text alone."""
+    kept = [
+        (c.variant, s.guess)
+        for c in report.calls
+        for s in c.samples
+        if s.guess is not None and not s.set_aside
+    ]
+    guesses = [g for _, g in kept]
     if not guesses:
         return [], []
     places = gazetteer.reverse([g.point for g in guesses])
+    blind_countries = {p.country_code for (v, _), p in zip(kept, places, strict=True) if v == NO_TEXT}
     by_country: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(places):
         by_country[p.country_code].append(i)
@@ -213,15 +303,21 @@ def vlm_evidence(
         spread = [_km(g.point, o.point) for o in sub]
         radius = max(10.0, float(np.percentile(spread, 80)), min(g.radius_km or 100.0, 500.0))
         where = places[ix[anchor]].name
+        moved = bool(blind_countries) and cc not in blind_countries
+        label = (
+            f"{len(ix)} of {n} VLM answers, all made with the photo's text, point (near {where})"
+            if moved
+            else f"{len(ix)} of {n} VLM answers point (near {where})"
+        )
         points.append(
             RetrievalPoint(
                 g.point,
                 cc,
                 len(ix) / n,
                 CandidateSource.VLM,
-                f"{len(ix)} of {n} VLM answers point (near {where})",
+                label,
                 round(radius, 1),
-                "vlm.samples",
+                TEXT_MOVED if moved else "vlm.samples",
             )
         )
     return [evidence], points
@@ -236,4 +332,13 @@ def _clip(text: str, n: int = 120) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-__all__ = ["AGREE_KM", "Taint", "VLMReasoner", "consensus", "vlm_evidence"]
+__all__ = [
+    "AGREE_KM",
+    "TEXT_MOVED",
+    "Taint",
+    "VLMReasoner",
+    "consensus",
+    "text_comparison",
+    "text_free_guesses",
+    "vlm_evidence",
+]
