@@ -39,6 +39,20 @@ for var in list(os.environ):
         del os.environ[var]
 os.environ["GEOSLEUTH_CONFIG"] = str(ROOT / "tests" / "no-config.toml")
 
+try:  # property-based tests (tests/test_fuzz.py): the same examples every run, no database on disk
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "geosleuth",
+        derandomize=True,
+        database=None,
+        deadline=2000,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "geosleuth"))
+except ImportError:  # the dev extra is not installed: test_fuzz.py skips
+    pass
+
 
 _real_connect = socket.socket.connect
 
@@ -55,6 +69,14 @@ def _loopback_only(self: socket.socket, address: object) -> None:
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(autouse=True)
+def _progress_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run with -q turns progress off for its process; in tests every command shares one."""
+    import geosleuth.progress
+
+    monkeypatch.setattr(geosleuth.progress, "_enabled", True)
 
 
 @pytest.fixture(scope="session")

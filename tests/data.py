@@ -134,6 +134,24 @@ def exif_bytes(
     return piexif.dump(data)
 
 
+def jpeg_with_exif(app1: bytes, *, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small JPEG carrying ``app1`` as its EXIF block, whatever it holds (for damaged metadata)."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, (90, 140, 60)).save(buf, format="JPEG", quality=80, exif=app1)
+    return buf.getvalue()
+
+
+def corrupt_exif_blocks() -> dict[str, bytes]:
+    """EXIF blocks damaged the ways files are: not TIFF at all, cut short, an offset pointing out."""
+    good = exif_bytes(lat=EIFFEL[0], lon=EIFFEL[1], offset="+02:00")
+    return {
+        "garbage": b"Exif\x00\x00" + bytes(random.Random(21).randbytes(60)),
+        "bad-header": b"Exif\x00\x00MM\x00+" + b"\x00" * 40,
+        "cut-short": good[:20],
+        "offset-outside": good[:10] + b"\xff\xff\xff\x00" + good[14:],
+    }
+
+
 def save(
     img: Image.Image, name: str, *, exif: bytes | None = None, folder: Path = FIXTURES, **kw: object
 ) -> Path:
@@ -169,6 +187,30 @@ def bomb_png() -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
     )
+
+
+def big_png(width: int, height: int, *, mode: str = "RGB") -> bytes:
+    """A valid ``width`` x ``height`` PNG (RGB, or L) made row by row, never held as an image:
+    bands of grey levels and a diagonal line, so it compresses to a few hundred KB however large
+    it is. For memory tests: generated at test time, never committed."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    channels, colour = (3, 2) if mode == "RGB" else (1, 0)
+    comp = zlib.compressobj(1)
+    idat = []
+    for y in range(height):
+        shade = 40 + (y * 8 // height) * 25
+        row = bytearray(bytes((shade, 120, 230 - shade)[:channels]) * width)
+        x = (y * width // height) * channels
+        row[x : x + channels] = b"\xff" * channels
+        idat.append(comp.compress(b"\x00" + bytes(row)))
+    idat.append(comp.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b"")
 
 
 def main() -> None:

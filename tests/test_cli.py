@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -314,3 +315,112 @@ def test_verifier_fit_reads_the_table_before_building_the_pipeline(tmp_path, mon
     (tmp_path / "truth.csv").write_text("image,latitude\na.jpg,1.0\n")
     res = runner.invoke(app, ["verifier", "fit", str(tmp_path / "truth.csv"), "--out", out])
     assert res.exit_code == 1 and "longitude" in res.stderr and "Traceback" not in res.output
+
+
+# --- errors a script can read: one JSON object per input ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,error_type",
+    [
+        ("missing.jpg", "ImageNotFoundError"),
+        ("not_an_image.jpg", "NotAnImageError"),
+        ("bomb.png", "ImageTooLargeError"),
+        ("truncated.jpg", "CorruptImageError"),  # found by the pipeline, not the header check
+    ],
+)
+def test_one_bad_file_with_json_is_one_error_object(name, error_type):
+    res = run(str(FIXTURES / name), "--json", "--ocr", "none")
+    assert res.exit_code == 1
+    (record,) = [json.loads(line) for line in res.stdout.splitlines()]
+    assert record["source"] == str(FIXTURES / name) and record["error_type"] == error_type and record["error"]
+    assert len(res.stderr.strip().splitlines()) == 1  # and still its one line on stderr
+
+
+def test_a_run_that_cannot_start_still_answers_every_input_in_json(monkeypatch):
+    import geosleuth.agents.pipeline as pipeline
+    from geosleuth.errors import EngineUnavailableError
+
+    def broken(*args, **kwargs):
+        raise EngineUnavailableError("tesseract cannot run here: install it or pick another engine")
+
+    monkeypatch.setattr(pipeline, "build_deps", broken)
+    sources = [str(fixture("exif_gps.jpg")), str(FIXTURES / "missing.jpg"), str(fixture("blank.jpg"))]
+    res = run(*sources, "--json")
+    assert res.exit_code == 2
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["source"] for r in records] == sources
+    assert [r["error_type"] for r in records] == [
+        "EngineUnavailableError",
+        "ImageNotFoundError",
+        "EngineUnavailableError",
+    ]
+
+
+def test_bad_settings_with_json_answer_every_input(monkeypatch):
+    monkeypatch.setenv("GEOSLEUTH_MIN_PROBABILITY", "lots")
+    res = run(str(fixture("exif_gps.jpg")), str(fixture("blank.jpg")), "--json")
+    assert res.exit_code == 2
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["error_type"] for r in records] == ["ConfigError", "ConfigError"]
+
+
+def test_links_that_lead_nowhere_and_pipes_are_input_errors_counted_and_named(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(fixture("exif_gps.jpg").read_bytes())
+    (folder / "broken.jpg").symlink_to(folder / "gone.jpg")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "up").symlink_to(tmp_path)  # a link to a folder above: not followed, so no loop
+    (folder / "notes.txt").write_text("not a photo")
+    res = run(str(folder), "--json", "--ocr", "none")
+    assert res.exit_code == 1
+    records = {Path(r["source"]).name: r for r in map(json.loads, res.stdout.splitlines())}
+    assert set(records) == {"a.jpg", "broken.jpg", "loop.jpg", "pipe.jpg"}
+    assert records["a.jpg"]["status"] == "located"
+    assert (
+        records["broken.jpg"]["error_type"] == "ImageNotFoundError"
+        and "broken symbolic link" in records["broken.jpg"]["error"]
+    )
+    assert (
+        records["loop.jpg"]["error_type"] == "NotAFileError"
+        and "symbolic link loop" in records["loop.jpg"]["error"]
+    )
+    assert (
+        records["pipe.jpg"]["error_type"] == "NotAFileError" and "named pipe" in records["pipe.jpg"]["error"]
+    )
+    assert "4 inputs: 1 located, 0 too little evidence, 3 failed, 1 non-image files skipped" in res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("geosleuth: error: ")]
+    assert len(errors) == 3
+    # a single input that is a link loop: an input error (exit 1), not an internal one
+    res = run(str(folder / "loop.jpg"))
+    assert res.exit_code == 1 and "symbolic link loop" in res.stderr and "internal" not in res.stderr
+
+
+def test_a_folder_without_photos_is_one_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("no photos here")
+    res = run(str(tmp_path), "--json")
+    assert res.exit_code == 1
+    (record,) = [json.loads(line) for line in res.stdout.splitlines()]
+    assert record["error_type"] == "EmptySourceError" and "no image files" in record["error"]
+    assert "1 other files left out" in record["error"]
+
+
+def test_library_warnings_reach_stderr_as_log_lines_not_raw_warnings(tmp_path):
+    from data import corrupt_exif_blocks, jpeg_with_exif
+
+    path = tmp_path / "damaged-exif.jpg"
+    path.write_bytes(jpeg_with_exif(corrupt_exif_blocks()["cut-short"]))
+    out = subprocess.run(
+        [sys.executable, "-m", "geosleuth.cli", "locate", str(path), "--json", "--ocr", "none", "-v"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Warning:" not in out.stderr and "warnings.warn" not in out.stderr  # no raw Python warning
+    assert "Expecting to read" in out.stderr  # Pillow's words, as a log record (-v)
+    pred = json.loads(out.stdout)
+    assert any(e["id"] == "exif.read" and "corrupt" in e["reason"] for e in pred["evidence"])

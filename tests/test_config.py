@@ -74,3 +74,78 @@ def test_secrets_are_not_in_the_fingerprint_or_repr(monkeypatch):
     assert s.vlm.api_key is not None and s.vlm.api_key.get_secret_value() == "sk-very-secret"
     assert "sk-very-secret" not in repr(s)
     assert s.fingerprint() == load_settings(vlm={"api_key": "other"}).fingerprint()
+
+
+# --- misspelt environment variables, and where each value came from -------------------------------
+
+
+def test_an_unknown_geosleuth_variable_is_warned_about_with_a_did_you_mean(monkeypatch, caplog):
+    import geosleuth.config as config
+
+    monkeypatch.setattr(config, "_warned", set())
+    monkeypatch.setenv("GEOSLEUTH_OFLINE", "1")
+    monkeypatch.setenv("GEOSLEUTH_OCR_ENGINE", "none")  # one underscore where two were meant
+    monkeypatch.setenv("GEOSLEUTH_QWERTY", "1")
+    monkeypatch.setenv("GEOSLEUTH_OCR__ENGINE", "rapidocr")  # known: no warning
+    monkeypatch.setenv("GEOSLEUTH_VLM", '{"samples": 3}')  # a section as JSON: known
+    monkeypatch.setenv("GEOSLEUTH_VERIFIER__WEIGHTS__GPS", "2")  # a mapping's key: known
+    with caplog.at_level("WARNING", logger="geosleuth.config"):
+        s = load_settings()
+        load_settings()  # once per process, not once per load
+    assert s.ocr.engine == "rapidocr" and s.vlm.samples == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "$GEOSLEUTH_OCR_ENGINE is not a geosleuth setting and is ignored; did you mean $GEOSLEUTH_OCR__ENGINE?",
+        "$GEOSLEUTH_OFLINE is not a geosleuth setting and is ignored; did you mean $GEOSLEUTH_OFFLINE?",
+        "$GEOSLEUTH_QWERTY is not a geosleuth setting and is ignored; `geosleuth config show` lists the settings",
+    ]
+
+
+def test_a_misspelt_key_inside_a_section_stays_an_error(monkeypatch):
+    monkeypatch.setenv("GEOSLEUTH_OCR__ENGNE", "rapidocr")
+    with pytest.raises(ConfigError, match="engne"):
+        load_settings()
+
+
+def test_setting_sources_name_the_layer_each_value_came_from(tmp_path, monkeypatch):
+    from geosleuth.config import setting_sources
+
+    cfg = tmp_path / "geosleuth.toml"
+    cfg.write_text('min_probability = 0.4\n[ocr]\nengine = "tesseract"\nmax_side = 1000\n')
+    monkeypatch.setenv("GEOSLEUTH_OCR__ENGINE", "rapidocr")
+    monkeypatch.setenv("GEOSLEUTH_VLM", '{"samples": 3}')
+    src = setting_sources(cfg, offline=True, ocr={"min_confidence": 0.7}, max_candidates=None)
+    assert src["offline"] == "flag" and src["ocr.min_confidence"] == "flag"
+    assert src["ocr.engine"] == "env" and src["vlm.samples"] == "env"
+    assert src["min_probability"] == "file" and src["ocr.max_side"] == "file"
+    assert src["max_candidates"] == "default" and src["vlm.base_url"] == "default"
+    assert set(src) == set(config_names())
+
+
+def config_names():  # type: ignore[no-untyped-def]
+    from geosleuth.config import setting_names
+
+    return setting_names()
+
+
+def test_config_show_prints_each_values_source(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from geosleuth.cli import app
+
+    cfg = tmp_path / "geosleuth.toml"
+    cfg.write_text("min_probability = 0.4\n")
+    monkeypatch.setenv("GEOSLEUTH_OCR__ENGINE", "rapidocr")
+    args = ["config", "show", "--config", str(cfg), "--cache-dir", str(tmp_path / "c")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert f'cache_dir = "{tmp_path / "c"}"  # flag' in lines
+    assert "min_probability = 0.4  # file" in lines
+    assert 'engine = "rapidocr"  # env ($GEOSLEUTH_OCR__ENGINE)' in lines
+    assert "max_candidates = 10  # default" in lines
+    data = json.loads(CliRunner().invoke(app, [*args, "--json", "--sources"]).stdout)
+    assert data["settings"]["ocr"]["engine"] == "rapidocr" and data["sources"]["ocr.engine"] == "env"
+    assert json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)["min_probability"] == 0.4

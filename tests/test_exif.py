@@ -104,3 +104,105 @@ def test_every_real_photo_is_read_within_10_m(gazetteer):
         if d > 10:
             errors.append(f"{path.name}: {d:.1f} m")
     assert not errors, errors
+
+
+# --- damaged metadata is called what it is ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["garbage", "bad-header", "cut-short", "offset-outside"])
+def test_a_corrupt_exif_block_is_called_corrupt_not_stripped(kind, gazetteer):
+    from data import corrupt_exif_blocks, jpeg_with_exif
+
+    rep = read_exif(open_image(jpeg_with_exif(corrupt_exif_blocks()[kind])), gazetteer)
+    assert rep.present and rep.corrupt is not None and "corrupt" in rep.corrupt
+    assert rep.gps is None and not any("stripped," in m for m in rep.missing)
+    assert any("corrupt" in m for m in rep.missing)
+    read = next(e for e in rep.evidence if e.id == "exif.read")
+    assert not read.usable and "corrupt" in read.reason
+
+
+def test_a_partly_corrupt_block_keeps_what_parsed_and_says_so(gazetteer):
+    from data import EIFFEL, exif_bytes, jpeg_with_exif
+
+    good = exif_bytes(lat=EIFFEL[0], lon=EIFFEL[1], offset="+02:00")
+    rep = read_exif(open_image(jpeg_with_exif(good[: len(good) // 2])), gazetteer)
+    assert rep.camera == "GeoSleuth Fixture Cam"  # the first entries survived
+    assert rep.corrupt is not None and rep.corrupt.startswith("part of the EXIF block is corrupt")
+    assert next(e for e in rep.evidence if e.id == "exif.read").reason.endswith("what parsed is used")
+
+
+def test_an_empty_exif_block_is_absent_metadata_not_corruption(gazetteer):
+    import piexif
+
+    from data import jpeg_with_exif
+
+    rep = read_exif(open_image(jpeg_with_exif(piexif.dump({}))), gazetteer)
+    assert not rep.present and rep.corrupt is None
+    assert rep.missing == ["no EXIF metadata (stripped, or never written)"]
+
+
+def test_exif_gps_short_form_says_corrupt(gazetteer):
+    from data import corrupt_exif_blocks, jpeg_with_exif
+    from geosleuth.tools.exif import exif_gps
+
+    point, why = exif_gps(open_image(jpeg_with_exif(corrupt_exif_blocks()["garbage"])))
+    assert point is None and "corrupt" in why
+
+
+@pytest.mark.parametrize(
+    "tag,value,count",
+    [
+        ("GPSLatitude", ((48, 1), (51, 1)), 2),
+        ("GPSLongitude", ((2, 1), (17, 1)), 2),
+        ("GPSLatitude", ((48, 1),), 1),
+    ],
+)
+def test_gps_arrays_of_the_wrong_length_are_rejected_with_the_reason(tag, value, count, gazetteer):
+    import piexif
+
+    from data import exif_bytes, jpeg_with_exif
+
+    gps = {
+        piexif.GPSIFD.GPSLatitudeRef: b"N",
+        piexif.GPSIFD.GPSLatitude: ((48, 1), (51, 1), (30, 1)),
+        piexif.GPSIFD.GPSLongitudeRef: b"E",
+        piexif.GPSIFD.GPSLongitude: ((2, 1), (17, 1), (40, 1)),
+    }
+    gps[getattr(piexif.GPSIFD, tag)] = value
+    rep = read_exif(open_image(jpeg_with_exif(exif_bytes(gps=gps))), gazetteer)
+    assert rep.gps is None
+    bad = next(e for e in rep.evidence if e.id == "exif.gps")
+    values = "1 value" if count == 1 else f"{count} values"
+    assert not bad.usable and f"{tag} has {values} where EXIF requires 3" in bad.reason
+
+
+def test_a_gps_time_of_the_wrong_length_is_a_reason_not_a_crash(gazetteer):
+    import piexif
+
+    from data import EIFFEL, exif_bytes, jpeg_with_exif
+
+    data = exif_bytes(
+        lat=EIFFEL[0],
+        lon=EIFFEL[1],
+        gps={piexif.GPSIFD.GPSDateStamp: b"2024:07:14", piexif.GPSIFD.GPSTimeStamp: ((13, 1), (32, 1))},
+    )
+    rep = read_exif(open_image(jpeg_with_exif(data)), gazetteer)
+    assert rep.gps is not None and rep.utc_offset_minutes is None
+    bad = next(e for e in rep.evidence if e.id == "exif.offset-gps")
+    assert "GPSTimeStamp has 2 values where EXIF requires 3" in bad.reason
+
+
+def test_a_gps_time_that_is_no_time_of_day_is_a_reason_not_an_overflow(gazetteer):
+    import piexif
+
+    from data import EIFFEL, exif_bytes, jpeg_with_exif
+
+    hours = ((2**32 - 1, 1), (0, 1), (0, 1))  # found by the fuzzer: datetime overflowed
+    data = exif_bytes(
+        lat=EIFFEL[0],
+        lon=EIFFEL[1],
+        gps={piexif.GPSIFD.GPSDateStamp: b"2024:07:14", piexif.GPSIFD.GPSTimeStamp: hours},
+    )
+    rep = read_exif(open_image(jpeg_with_exif(data)), gazetteer)
+    assert rep.gps is not None and rep.utc_offset_minutes is None
+    assert "is not a time of day" in next(e for e in rep.evidence if e.id == "exif.offset-gps").reason

@@ -102,6 +102,35 @@ def test_ocr_boxes_link_to_the_evidence_they_produced(settings, gazetteer):
         assert f'id="{target}"' in page
 
 
+def test_ocr_boxes_sit_on_the_text_of_a_photo_larger_than_the_working_copy(settings, gazetteer, tmp_path):
+    """OCR reads a reduced copy of a large photo; its boxes still land on the text, in the photo's
+    own pixels and on the embedded picture."""
+    loc = make_locator(settings, gazetteer, offline=True)
+    small, _ = run(loc, fixture("sign_fr_paris.jpg"))  # 720 x 268: read at full size
+    big_path = tmp_path / "big.jpg"
+    original = Image.open(fixture("sign_fr_paris.jpg"))
+    original.resize((original.width * 5, original.height * 5), Image.Resampling.LANCZOS).save(
+        big_path, quality=92
+    )
+    big, image = run(loc, big_path)  # 3600 x 1340: OCR reads a 2000-px copy
+    assert big.provenance.image_size == (3600, 1340) and image.size == (2000, 744)
+
+    def line(pred, text):  # type: ignore[no-untyped-def]
+        return next(ln.box for ln in pred.text_lines if text in ln.text)
+
+    for text in ("Paris", "Rivoli"):
+        expected = [v * 5 for v in line(small, text)]
+        assert line(big, text) == pytest.approx(expected, abs=0.03 * 3600), text
+    page = render_report(big, "html", image=image, photo_max_side=1000)
+    x, y = (
+        float(v) for v in re.search(r'data-testid="ocr-box"><rect x="([\d.]+)" y="([\d.]+)"', page).groups()
+    )
+    first = big.text_lines[0].box
+    assert x == pytest.approx(first[0] * 1000 / 3600, abs=1) and y == pytest.approx(
+        first[1] * 1000 / 3600, abs=1
+    )
+
+
 def test_no_photo_and_markdown_and_json(settings, gazetteer):
     loc = make_locator(settings, gazetteer, offline=True)
     pred, image = run(loc, fixture("sign_fr_paris.jpg"))

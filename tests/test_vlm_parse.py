@@ -332,3 +332,10 @@ def test_failure_never_becomes_null_island() -> None:
 def test_huge_and_hostile_input_does_not_raise() -> None:
     for text in ["{" * 5000, '"' * 3000, "}" * 100 + "{'a': '" * 200, "°" * 1000 + "N" * 10]:
         assert parse_guess(text).guess is None
+
+
+@pytest.mark.parametrize("text", ["[" * 5000, '{"a":' * 3000 + "1" + "}" * 3000])
+def test_json_nested_past_the_recursion_limit_is_unusable_not_a_parser_error(text):
+    sample = parse_guess(text)
+    assert sample.guess is None and sample.error_type == "VLMUnusableOutputError"
+    assert not sample.error.startswith("parser error")  # found by the fuzzer (RecursionError)

@@ -12,8 +12,10 @@ Nothing here opens a network connection or loads a model.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import hashlib
 import json
+import logging
 import os
 import re
 import tomllib
@@ -32,6 +34,11 @@ from geosleuth.gazetteer import default_cache_dir
 
 ENV_PREFIX = "GEOSLEUTH_"
 CONFIG_ENV = "GEOSLEUTH_CONFIG"
+# GEOSLEUTH_* variables that are not settings: the config file's path, and the browser the
+# report tests drive (geosleuth.testing.browser).
+OTHER_ENV = frozenset({CONFIG_ENV, "GEOSLEUTH_CHROMIUM"})
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -329,7 +336,10 @@ class Settings(BaseSettings):
     )
     use_exif_gps: bool = Field(default=True, description="Trust a valid EXIF GPS point as the answer.")
     max_image_pixels: int = Field(
-        default=250_000_000, ge=1, description="Refuse images above this many pixels."
+        default=100_000_000,
+        ge=1,
+        description="Refuse images above this many pixels: decoding one costs about 4 bytes a pixel "
+        "(WebP 4 times that, HEIF/AVIF 2, TIFF 1.5, so their limit is divided by as much).",
     )
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Refuse files above this size.")
     min_probability: float = Field(
@@ -415,6 +425,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     straight through. Nested sections are given as dicts and merge with lower layers key by key.
     """
     path = find_config_file(config_file)
+    warn_unknown_env()
     token = _config_file_var.set(path)
     try:
         clean = _drop_none(overrides)
@@ -425,6 +436,102 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise ConfigError(_describe_validation(exc, path)) from exc
     finally:
         _config_file_var.reset(token)
+
+
+# --- where each value comes from ----------------------------------------------------------------
+
+Source = Literal["default", "file", "env", "flag"]
+
+
+def setting_names() -> list[str]:
+    """Every setting's dotted name (``offline``, ``ocr.engine``), in the order they are declared."""
+    names: list[str] = []
+    for name, f in Settings.model_fields.items():
+        section = f.annotation
+        if isinstance(section, type) and issubclass(section, _Section):
+            names += [f"{name}.{sub}" for sub in section.model_fields]
+        else:
+            names.append(name)
+    return names
+
+
+def env_name(dotted: str) -> str:
+    """The environment variable of a setting: ``ocr.engine`` -> ``GEOSLEUTH_OCR__ENGINE``."""
+    return ENV_PREFIX + "__".join(part.upper() for part in dotted.split("."))
+
+
+def unknown_env(environ: dict[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """The ``GEOSLEUTH_*`` variables that set nothing (pydantic ignores them without a word), each
+    with the setting's variable it most likely meant (None if none is close)."""
+    env = os.environ if environ is None else environ
+    names = setting_names()
+    valid = {env_name(n) for n in names}
+    # A section's own variable (its value as JSON) and anything below it count as known: a wrong
+    # key inside a section is an error already (the sections forbid extra keys).
+    sections = {env_name(n.split(".")[0]) for n in names if "." in n}
+    out = []
+    for var in sorted(env):
+        upper = var.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in OTHER_ENV or upper in valid:
+            continue
+        if upper.split("__")[0] in sections:
+            continue
+        # Compare what follows the prefix: every name shares GEOSLEUTH_, which would make any two close.
+        known = {v[len(ENV_PREFIX) :]: v for v in valid | OTHER_ENV}
+        close = difflib.get_close_matches(upper[len(ENV_PREFIX) :], sorted(known), n=1, cutoff=0.7)
+        out.append((var, known[close[0]] if close else None))
+    return out
+
+
+_warned: set[str] = set()
+
+
+def warn_unknown_env(environ: dict[str, str] | None = None) -> list[str]:
+    """Log a warning, once per process, for each ``GEOSLEUTH_*`` variable that sets nothing (a
+    misspelt key in the config file is an error; in the environment it would be ignored in
+    silence). Returns the messages."""
+    messages = []
+    for var, close in unknown_env(environ):
+        hint = f"; did you mean ${close}?" if close else "; `geosleuth config show` lists the settings"
+        message = f"${var} is not a geosleuth setting and is ignored{hint}"
+        messages.append(message)
+        if var not in _warned:
+            _warned.add(var)
+            log.warning("%s", message)
+    return messages
+
+
+def setting_sources(config_file: str | Path | None = None, **overrides: Any) -> dict[str, Source]:
+    """Where each setting's value in ``load_settings(config_file, **overrides)`` comes from: a
+    flag (``overrides``), the environment, the config file, or the default."""
+    from pydantic_settings import EnvSettingsSource
+
+    path = find_config_file(config_file)
+    layers: list[tuple[Source, dict[str, Any]]] = [
+        ("flag", _drop_none(overrides)),
+        ("env", EnvSettingsSource(Settings)()),
+        ("file", _TomlSource(Settings, path).data if path is not None else {}),
+    ]
+    out: dict[str, Source] = {}
+    for dotted in setting_names():
+        out[dotted] = "default"
+        for source, data in layers:
+            if _has(data, dotted):
+                out[dotted] = source
+                break
+    return out
+
+
+def _has(data: dict[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return False
+        match = next((k for k in node if str(k).lower() == part), None)  # env keys keep their case
+        if match is None:
+            return False
+        node = node[match]
+    return True
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

@@ -249,7 +249,12 @@ class Gazetteer:
                     f"cache directory {str(self.cache_dir)!r} cannot be created ({exc.strerror}); "
                     "set GEOSLEUTH_CACHE_DIR or --cache-dir to a writable folder"
                 ) from exc
-            build_index(self.index_path, self.arrays_path)
+            from geosleuth.progress import Progress
+
+            with Progress(
+                f"building the offline gazetteer in {self.cache_dir} (once, about 20 s)", announce=True
+            ):
+                build_index(self.index_path, self.arrays_path)
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -62,6 +62,12 @@ _PROVENANCE_PACKAGES = (
 )
 
 
+def working_side(settings: Settings) -> int:
+    """The longest side of the copy of a photo the stages work on: what OCR and the VLM read (the
+    image encoders read less; the zoom tool reads full resolution from the file)."""
+    return max(settings.ocr.max_side, settings.vlm.image_max_side)
+
+
 class Locator:
     """Locates photos with the configured stages. Reuse one instance for many images."""
 
@@ -84,7 +90,13 @@ class Locator:
         t_start = time.perf_counter()
         s = self.settings
         t0 = time.perf_counter()
-        image = open_image(source, name=name, max_pixels=s.max_image_pixels, max_bytes=s.max_file_bytes)
+        image = open_image(
+            source,
+            name=name,
+            max_pixels=s.max_image_pixels,
+            max_bytes=s.max_file_bytes,
+            max_side=working_side(s),
+        )
         load = StageReport(
             name="load",
             status=StageStatus.RAN,
@@ -263,7 +275,7 @@ class Locator:
 
     def _provenance(self, image: LoadedImage, state: RunState) -> Provenance:
         versions = self._versions()
-        size = (state.image.rgb.width, state.image.rgb.height) if state.image.rgb is not None else None
+        size = state.image.full_size if state.image.rgb is not None else None
         return Provenance(
             geosleuth_version=_own_version(),
             python=platform.python_version(),

@@ -234,24 +234,28 @@ def zoom(
     shows too small to read. Returns the text found and the crop.
 
     Budgeted: one tool call."""
-    rgb, ocr = ctx.image.rgb, ctx.deps.ocr
-    assert rgb is not None and ocr is not None
-    x0, y0, x1, y1 = box.pixels(rgb.width, rgb.height)
-    crop = rgb.crop((x0, y0, x1, y1))
-    scale = min(ZOOM_MAX_UPSCALE, max(1.0, ZOOM_TARGET_SIDE_PX / max(crop.size)))
+    image, ocr = ctx.image, ctx.deps.ocr
+    assert image.rgb is not None and ocr is not None
+    x0, y0, x1, y1 = box.pixels(*image.full_size)
+    w, h = x1 - x0, y1 - y0
+    scale = min(ZOOM_MAX_UPSCALE, max(1.0, ZOOM_TARGET_SIDE_PX / max(w, h)))
+    # Read from the file at full resolution (the working copy may be smaller); a large region of
+    # a JPEG may come at a reduced scale that still gives OCR all it would read.
+    crop = image.region((x0, y0, x1, y1), enough=max(ZOOM_TARGET_SIDE_PX, ctx.settings.ocr.max_side))
     big = crop
     if scale > 1.0:
-        big = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.Resampling.LANCZOS)
+        big = crop.resize((round(w * scale), round(h * scale)), Image.Resampling.LANCZOS)
+    sx, sy = big.width / w, big.height / h
     read = ocr.read([big])[0]
     lines = [
         TextLine(
             text=ln.text,
             confidence=ln.confidence,
             box=(
-                round(x0 + ln.box[0] / scale, 1),
-                round(y0 + ln.box[1] / scale, 1),
-                round(x0 + ln.box[2] / scale, 1),
-                round(y0 + ln.box[3] / scale, 1),
+                round(x0 + ln.box[0] / sx, 1),
+                round(y0 + ln.box[1] / sy, 1),
+                round(x0 + ln.box[2] / sx, 1),
+                round(y0 + ln.box[3] / sy, 1),
             ),
             alternatives=ln.alternatives,
         )

@@ -30,10 +30,14 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on st
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    """Logging for one command: warnings by default, -v info, -vv debug, -q errors only."""
+    """Logging for one command: warnings by default, -v info, -vv debug, -q errors only (and no
+    progress). Python warnings (Pillow's, a library's deprecation) become log records, so they
+    reach stderr formatted like every other message, or not at all with -q."""
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     from rich.console import Console
     from rich.logging import RichHandler
+
+    from geosleuth import progress
 
     logging.basicConfig(
         level=level,
@@ -41,6 +45,10 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         handlers=[RichHandler(console=Console(stderr=True), show_time=False, show_path=verbose > 1)],
         force=True,
     )
+    logging.captureWarnings(True)
+    # Pillow logs what it then raises (we report that) and, at debug level, every chunk it reads.
+    logging.getLogger("PIL").setLevel(logging.CRITICAL if verbose < 2 else logging.INFO)
+    progress.set_enabled(not quiet)
 
 
 def error_line(message: str) -> None:

@@ -1,7 +1,8 @@
 """``geosleuth eval``: run datasets through the pipeline, report, compare with published numbers.
 
 The runs themselves (resumable, keyed records, provenance) are :func:`geosleuth.eval.runner.run`;
-this module adds the progress bar and a Ctrl-C that stops cleanly.
+this module adds the progress (a bar on a terminal, a line every few seconds without one) and a
+Ctrl-C that stops cleanly.
 """
 
 from __future__ import annotations
@@ -86,12 +87,12 @@ def eval_run(
     import threading
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from geosleuth.agents.pipeline import Locator, build_deps
     from geosleuth.config import load_settings
     from geosleuth.eval.datasets import open_dataset
     from geosleuth.eval.runner import error_km, run
+    from geosleuth.progress import Progress
 
     settings = load_settings(
         config,
@@ -124,35 +125,25 @@ def eval_run(
 
     signal.signal(signal.SIGINT, on_sigint)
     hits = {"n": 0, "25": 0, "750": 0}
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[acc]}"),
-        console=err,
-        transient=True,
-        disable=quiet,
-    )
+    progress = Progress(f"eval {ds.name}", len(ds), unit="samples")
 
     def on_record(rec: EvalRecord) -> None:
         d = error_km(rec)
         hits["n"] += 1
         hits["25"] += d is not None and d <= 25
         hits["750"] += d is not None and d <= 750
-        acc = f"≤25 km {hits['25'] / hits['n']:.0%}, ≤750 km {hits['750'] / hits['n']:.0%}"
-        progress.update(task, advance=1, acc=acc)
+        progress.advance()
+        progress.update(note=f"≤25 km {hits['25'] / hits['n']:.0%}, ≤750 km {hits['750'] / hits['n']:.0%}")
 
     try:
         with progress:
-            task = progress.add_task(f"eval {ds.name}", total=len(ds), acc="")
             summary = run(
                 ds,
                 locator,
                 out,
                 concurrency=concurrency,
                 on_record=on_record,
-                on_start=lambda done, total: progress.update(task, completed=done),
+                on_start=lambda done, total: progress.update(completed=done),
                 stop=stop,
             )
     finally:

@@ -3,11 +3,15 @@
 The inputs are checked before anything heavy is built (the gazetteer, OCR engines, models): a
 missing or unreadable file, or one that is not an image, is reported in milliseconds whatever the
 cache holds, and when no input can be used nothing heavy is built at all.
+
+With ``--json`` every input gets exactly one JSON object on stdout, in input order: a Prediction,
+or an error (``source``, ``error``, ``error_type``). That holds for one file as for a batch, and
+when the run itself fails (settings, an engine that cannot start): each input not yet answered
+then gets that error, so a script never has to parse stderr.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,16 +32,14 @@ from geosleuth.cli.common import (
 from geosleuth.errors import (
     EXIT_OK,
     EmptySourceError,
+    GeoSleuthError,
     ImageInputError,
-    ImageNotFoundError,
     InternalError,
     error_class,
     exit_code,
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from geosleuth.agents.pipeline import Locator
     from geosleuth.config import Settings
     from geosleuth.schemas import LocateError, Prediction
@@ -108,44 +110,63 @@ def locate(
     setup_logging(verbose, quiet)
     from rich.console import Console
 
-    settings = locate_settings(
-        config,
-        cache_dir=cache_dir,
-        ignore_exif_gps=ignore_exif_gps,
-        offline=offline,
-        min_probability=min_probability,
-        ocr=ocr,
-        image_encoder=image_encoder,
-        index=index,
-        vlm_url=vlm_url,
-        vlm_model=vlm_model,
-        vlm_samples=vlm_samples,
-    )
-    batch = checked_inputs(inputs, settings)
-
-    from geosleuth.cli.render import print_prediction
     from geosleuth.schemas import LocateError
 
-    out = Console(soft_wrap=True, highlight=False)
-    err = Console(stderr=True, highlight=False)
-    many = len(batch.entries) > 1
+    batch: Inputs | None = None
+    answered = 0
     tally = _Tally()
-    for result, checked in _results(batch, settings, workers, err, show_progress=many and not quiet):
-        tally.add(result)
-        if isinstance(result, LocateError):
-            if not checked:  # the ones the checks rejected have had their line
-                _error(result)
-            if json_out and many:
-                print(result.model_dump_json())
-        elif json_out:
-            print(result.model_dump_json(indent=None if many else 2, exclude=None if trace else {"trace"}))
-        else:
-            print_prediction(out, result, trace=trace)
+    try:
+        settings = locate_settings(
+            config,
+            cache_dir=cache_dir,
+            ignore_exif_gps=ignore_exif_gps,
+            offline=offline,
+            min_probability=min_probability,
+            ocr=ocr,
+            image_encoder=image_encoder,
+            index=index,
+            vlm_url=vlm_url,
+            vlm_model=vlm_model,
+            vlm_samples=vlm_samples,
+        )
+        batch = checked_inputs(inputs, settings)
+
+        from geosleuth.cli.render import print_prediction
+
+        out = Console(soft_wrap=True, highlight=False)
+        err = Console(stderr=True, highlight=False)
+        many = len(batch.entries) > 1
+        for result, checked in _results(batch, settings, workers, show_progress=many):
+            tally.add(result)
+            answered += 1
+            if isinstance(result, LocateError):
+                if not checked:  # the ones the checks rejected have had their line
+                    _error(result)
+                if json_out:
+                    print(result.model_dump_json(), flush=True)
+            elif json_out:
+                dump = result.model_dump_json(
+                    indent=None if many else 2, exclude=None if trace else {"trace"}
+                )
+                print(dump, flush=True)
+            else:
+                print_prediction(out, result, trace=trace)
+    except Exception as exc:
+        if json_out:  # the run broke off: every input not answered yet still gets its object
+            kind = type(exc).__name__ if isinstance(exc, GeoSleuthError) else InternalError.__name__
+            given = [Source(i, STDIN_NAME if i == STDIN else None) for i in inputs]
+            pending = batch.entries[answered:] if batch is not None else given
+            for entry in pending:
+                if not isinstance(entry, Source):  # its own error, found by the checks
+                    print(entry.model_dump_json())
+                    continue
+                print(LocateError(source=_name(entry), error=str(exc), error_type=kind).model_dump_json())
+        raise
     if many and not quiet:
         note = f", {batch.skipped} non-image files skipped" if batch.skipped else ""
         n = len(batch.entries)
         err.print(
-            f"[bold]{n} images:[/] {tally.located} located, {n - tally.located - tally.failed} too little "
+            f"[bold]{n} inputs:[/] {tally.located} located, {n - tally.located - tally.failed} too little "
             f"evidence, {tally.failed} failed{note}."
         )
     raise typer.Exit(tally.exit_code)
@@ -205,11 +226,9 @@ def locate_settings(
 
 
 def checked_inputs(inputs: list[str], settings: Settings) -> Inputs:
-    """:func:`check_inputs`, an error when nothing is an image, and each rejected input's line at
-    once: before anything heavy is built."""
+    """:func:`check_inputs`, and each rejected input's line at once: before anything heavy is
+    built."""
     batch = check_inputs(inputs, settings)
-    if not batch.entries:
-        raise EmptySourceError(f"no image files found in {', '.join(inputs)}")
     for bad in batch.rejected:
         _error(bad)
     return batch
@@ -217,7 +236,9 @@ def checked_inputs(inputs: list[str], settings: Settings) -> Inputs:
 
 def check_inputs(inputs: list[str], settings: Settings) -> Inputs:
     """Expand folders and ``-`` (stdin), and check each input as far as its header, without
-    building anything heavy: milliseconds per input."""
+    building anything heavy: milliseconds per input. What a folder holds that is named like a
+    photo but cannot be read (a broken link, a link loop, a pipe) is an error entry, and a folder
+    with no photo at all is one too: nothing given is dropped without a word."""
     from geosleuth.tools.image import check_image, find_images
 
     batch = Inputs()
@@ -227,12 +248,14 @@ def check_inputs(inputs: list[str], settings: Settings) -> Inputs:
         if item == STDIN:
             candidates.append(Source(sys.stdin.buffer.read(), STDIN_NAME))
         elif path.is_dir():
-            files, skipped = find_images(path)
-            batch.skipped += skipped
-            candidates += [Source(str(f)) for f in files]
-            if not files and not os.access(path, os.R_OK | os.X_OK):
-                denied = ImageNotFoundError(item, "permission denied; check the folder's permissions")
-                batch.entries.append(_rejected(denied))
+            scan = find_images(path)
+            batch.skipped += scan.skipped
+            candidates += [Source(str(f)) for f in scan.images]
+            batch.entries += [_rejected(p) for p in scan.problems]
+            if not scan.images and not scan.problems:
+                others = f" ({scan.skipped} other files left out)" if scan.skipped else ""
+                empty = EmptySourceError(f"{item}: no image files in this folder{others}")
+                batch.entries.append(_failed(item, empty))
         else:
             candidates.append(Source(item))
         for src in candidates:
@@ -256,8 +279,21 @@ def _rejected(exc: ImageInputError) -> LocateError:
     return LocateError(source=exc.source, error=exc.reason, error_type=type(exc).__name__)
 
 
+def _failed(source: str, exc: GeoSleuthError) -> LocateError:
+    from geosleuth.schemas import LocateError
+
+    reason = str(exc).removeprefix(f"{source}: ")
+    return LocateError(source=source, error=reason, error_type=type(exc).__name__)
+
+
+def _name(entry: Source | LocateError) -> str:
+    if isinstance(entry, Source):
+        return entry.name or str(entry.data)
+    return entry.source
+
+
 def _results(
-    batch: Inputs, settings: Settings, workers: int, err: Console, *, show_progress: bool
+    batch: Inputs, settings: Settings, workers: int, *, show_progress: bool
 ) -> Iterator[tuple[Prediction | LocateError, bool]]:
     """Each entry's result in input order, and whether it is the checks' (not the pipeline's). The
     locator is built only when an input can be used."""
@@ -266,43 +302,33 @@ def _results(
         for error in batch.rejected:
             yield error, True
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from geosleuth.progress import Progress
 
-    locator = _locator(settings, err)
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not show_progress,
-    )
-    with progress:
-        task = progress.add_task("locating", total=len(batch.entries))
+    locator = _locator(settings)
+    with Progress(
+        "locating", len(batch.entries), unit="photos", enabled=None if show_progress else False
+    ) as bar:
         located = locator.locate_many(
             [s.data for s in usable],
             names=[s.name for s in usable],
             workers=workers,
-            on_done=lambda _: progress.advance(task),
+            on_done=lambda _: bar.advance(),
         )
         for entry in batch.entries:
             if isinstance(entry, Source):
                 yield next(located), False
             else:
-                progress.advance(task)
+                bar.advance()
                 yield entry, True
 
 
-def _locator(settings: Settings, err: Console) -> Locator:
-    """The pipeline, with the gazetteer built (once per cache, with a spinner while it is)."""
+def _locator(settings: Settings) -> Locator:
+    """The pipeline, with the gazetteer built (once per cache; the build says so, on a terminal
+    or not)."""
     from geosleuth.agents.pipeline import Locator, build_deps
 
     locator = Locator(deps=build_deps(settings))
-    gazetteer = locator.deps.gazetteer
-    if not gazetteer.is_built:
-        with err.status(f"Building the offline gazetteer in {gazetteer.cache_dir} (once, about 20 s)..."):
-            gazetteer.ensure_built()
+    locator.deps.gazetteer.ensure_built()
     return locator
 
 

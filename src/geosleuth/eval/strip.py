@@ -78,7 +78,7 @@ def strip_gps_image(data: bytes, image: LoadedImage) -> Stripped:
         return Stripped(splice_jpeg(data, app1), "jpeg: APP1 rewritten" + note)
     if image.rgb is None:
         raise StripError(f"{image.source}: no pixels to re-encode without the GPS ({image.pixel_error})")
-    buf, clean = io.BytesIO(), image.rgb.copy()
+    buf, clean = io.BytesIO(), image.region()  # full resolution, read again from the bytes
     clean.info = {}  # Pillow would carry XMP (which can hold GPS) over from info
     try:
         clean.save(buf, "JPEG", quality=95, exif=app1)

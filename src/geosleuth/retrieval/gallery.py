@@ -135,13 +135,13 @@ class GPSGallery:
         return emb
 
     def _encode(self, encoder: LocationEncoder, batch: int) -> NDArray[np.float32]:
-        from tqdm.auto import tqdm
+        from geosleuth.progress import Progress
 
         out = np.empty((len(self), encoder.dim), dtype=np.float32)
-        with tqdm(total=len(self), desc=f"encoding gallery {self.name}", unit="pt", disable=None) as bar:
+        with Progress(f"encoding gallery {self.name}", len(self), unit="points") as bar:
             for start in range(0, len(self), batch):
                 out[start : start + batch] = encoder.encode(self.coords[start : start + batch])
-                bar.update(min(batch, len(self) - start))
+                bar.advance(min(batch, len(self) - start))
         return out
 
 

@@ -120,7 +120,8 @@ def build_index(
 
     Resumable: shards already written by an earlier run of the same build are reused. A build
     into a folder that holds another encoder's or another source's index is refused unless
-    ``restart`` (which deletes the old shards)."""
+    ``restart`` (which deletes the old shards). ``progress``: False hides it; None follows the
+    process (:mod:`geosleuth.progress`: a bar on a terminal, else a line every few seconds)."""
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     shards_dir = out / "shards"
@@ -161,31 +162,29 @@ def build_index(
     for stale in shards_dir.glob(".*.tmp.npz"):  # a shard half-written by a killed run
         stale.unlink(missing_ok=True)
 
-    from tqdm.auto import tqdm
+    from geosleuth.progress import Progress
 
     items = source.items
     n_shards = math.ceil(len(items) / shard_size)
     seen_hashes: dict[str, str] = {}
     reused = 0
-    disable = True if progress is False else (False if progress else None)  # None: only on a terminal
-    bar = tqdm(total=len(items), desc="indexing", unit="img", disable=disable)
-    for s in range(n_shards):
-        path = shards_dir / f"{s:05d}.npz"
-        chunk = items[s * shard_size : (s + 1) * shard_size]
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    for h, k in zip(z["hashes"], z["keys"], strict=True):
-                        seen_hashes.setdefault(str(h), str(k))
-                reused += 1
-                bar.update(len(chunk))
-                continue
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("shard %s is damaged (%s); embedding it again", path, exc)
-        _build_shard(chunk, encoder, path, batch_size, seen_hashes, bar)
-        if on_shard is not None:
-            on_shard(s, n_shards)
-    bar.close()
+    with Progress("indexing", len(items), unit="photos", enabled=progress) as bar:
+        for s in range(n_shards):
+            path = shards_dir / f"{s:05d}.npz"
+            chunk = items[s * shard_size : (s + 1) * shard_size]
+            if path.exists():
+                try:
+                    with np.load(path, allow_pickle=False) as z:
+                        for h, k in zip(z["hashes"], z["keys"], strict=True):
+                            seen_hashes.setdefault(str(h), str(k))
+                    reused += 1
+                    bar.advance(len(chunk))
+                    continue
+                except (OSError, ValueError, KeyError) as exc:
+                    log.warning("shard %s is damaged (%s); embedding it again", path, exc)
+            _build_shard(chunk, encoder, path, batch_size, seen_hashes, bar)
+            if on_shard is not None:
+                on_shard(s, n_shards)
 
     skipped, count = _collect(shards_dir, n_shards, out / "skipped.jsonl", source.bad_rows)
     if count == 0:
@@ -238,7 +237,7 @@ def _build_shard(
 
     for item in chunk:
         data = read_image_bytes(item)
-        bar.update(1)
+        bar.advance(1)
         if isinstance(data, str):
             skipped.append({"key": item.key, "reason": "unreadable", "detail": data})
             continue

@@ -1,8 +1,10 @@
 """EXIF evidence: GPS position, altitude and bearing, capture time and its UTC offset, camera.
 
 Every value is checked before it is used. A broken value (zero denominator, 0,0, out of range, a
-GPS block without coordinates, a clock that disagrees with GPS time by a non-zone amount) still
-becomes an Evidence item, with ``usable=False`` and the reason, so a reader sees what was rejected.
+GPS block without coordinates or with too few values, a clock that disagrees with GPS time by a
+non-zone amount) still becomes an Evidence item, with ``usable=False`` and the reason, so a reader
+sees what was rejected. A metadata block that is there but does not parse is called corrupt, not
+absent: "no metadata" would tell the reader it was stripped.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class ExifReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     present: bool = False
+    corrupt: str | None = Field(
+        default=None, description="Why the metadata block is (partly) unreadable; None when it parsed."
+    )
     gps: LatLon | None = None
     gps_radius_km: float | None = None
     altitude_m: float | None = None
@@ -91,15 +96,19 @@ def _rational(v: Any, tag: str) -> float:
     return f
 
 
-def _dms(value: Any, tag: str) -> float:
-    """Degrees from a degrees/minutes/seconds triple (or the 1- and 2-part forms some writers use)."""
+def _triple(value: Any, tag: str, what: str) -> list[Any]:
+    """The three values EXIF stores ``tag`` as; _Bad with the count when there are not three
+    (a block cut short, or a writer that dropped the seconds: either way not a complete value)."""
     parts = list(value) if isinstance(value, tuple | list) else [value]
-    if not 1 <= len(parts) <= 3:
-        raise _Bad(f"{tag} has {len(parts)} parts, expected degrees, minutes, seconds")
-    nums = [_rational(p, tag) for p in parts]
-    deg = nums[0]
-    minutes = nums[1] if len(nums) > 1 else 0.0
-    seconds = nums[2] if len(nums) > 2 else 0.0
+    if len(parts) != 3:
+        n = f"{len(parts)} value{'s' if len(parts) != 1 else ''}"
+        raise _Bad(f"{tag} has {n} where EXIF requires 3 ({what}): it may be truncated, so it is not used")
+    return parts
+
+
+def _dms(value: Any, tag: str) -> float:
+    """Degrees from the degrees/minutes/seconds triple EXIF requires."""
+    deg, minutes, seconds = (_rational(p, tag) for p in _triple(value, tag, "degrees, minutes, seconds"))
     if not (0 <= minutes < 60.0 + 1e-6) or not (0 <= seconds < 60.0 + 1e-6):
         raise _Bad(f"{tag} has minutes or seconds out of range ({minutes}, {seconds})")
     sign = -1.0 if deg < 0 else 1.0
@@ -172,11 +181,15 @@ def _gps_utc(gps: dict[int, Any]) -> datetime:
     m = re.match(r"^(\d{4})[:\-](\d{2})[:\-](\d{2})$", date_text)
     if not m:
         raise _Bad(f"GPSDateStamp {date_text!r} is malformed")
-    h, mi, s = (_rational(x, "GPSTimeStamp") for x in gps[G_TIME])
+    h, mi, s = (
+        _rational(x, "GPSTimeStamp") for x in _triple(gps[G_TIME], "GPSTimeStamp", "hours, minutes, seconds")
+    )
     try:
         day = datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)))
     except ValueError as exc:
         raise _Bad(f"GPSDateStamp {date_text!r} is not a real date") from exc
+    if not (0 <= h < 24 and 0 <= mi < 60 and 0 <= s < 61):  # 60: a leap second
+        raise _Bad(f"GPSTimeStamp {h:g}:{mi:g}:{s:g} is not a time of day")
     return day + timedelta(hours=h, minutes=mi, seconds=s)
 
 
@@ -185,13 +198,31 @@ def format_offset(minutes: int) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
+def _damage(image: LoadedImage) -> str | None:
+    """What Pillow said was wrong with the file's EXIF block while reading it, if anything."""
+    said = [_PILLOW_PREFIX.sub("", n) or n for n in image.notes if _METADATA_NOTE.search(n)]
+    return "; ".join(dict.fromkeys(said)) if said else None
+
+
+_METADATA_NOTE = re.compile(r"exif|metadata|makernote", re.I)
+_PILLOW_PREFIX = re.compile(r"^(possibly )?corrupt exif( makernote)? data[.:]?\s*", re.I)
+
+
+def _corrupt_reason(image: LoadedImage) -> str | None:
+    """Why the block is corrupt when it is there but nothing in it could be read; else None."""
+    said = _damage(image) if image.exif_bytes else None
+    return f"the EXIF block ({image.exif_bytes:,} bytes) is corrupt: {said}" if said else None
+
+
 def exif_gps(image: LoadedImage) -> tuple[LatLon | None, str | None]:
     """Just the GPS point, or None and the reason (for index builds that need nothing else)."""
     try:
         gps = dict(image.exif.get_ifd(GPS_IFD))
     except Exception as exc:
-        return None, f"the EXIF block could not be parsed ({exc})"
+        return None, f"the EXIF block is corrupt ({exc})"
     if not gps:
+        if not len(image.exif) and (corrupt := _corrupt_reason(image)):
+            return None, corrupt
         return None, "no GPS position in the metadata"
     try:
         return _parse_gps(gps)[0], None
@@ -207,25 +238,37 @@ def read_exif(image: LoadedImage, gazetteer: Gazetteer) -> ExifReport:
         gps = dict(exif.get_ifd(GPS_IFD))
         sub = dict(exif.get_ifd(EXIF_IFD))
     except Exception as exc:  # a malformed IFD must not lose the photo
-        report.evidence.append(
-            _rejected(
-                "exif.read",
-                EvidenceKind.CAMERA,
-                "metadata block",
-                f"the EXIF block could not be parsed ({exc})",
-            )
-        )
-        report.missing.append("EXIF metadata is unreadable")
-        return report
+        return _corrupt(report, f"the EXIF block is corrupt and could not be parsed ({exc})")
     report.present = bool(len(exif) or gps or sub)
     if not report.present:
+        corrupt = _corrupt_reason(image)
+        if corrupt:
+            return _corrupt(report, corrupt)
         report.missing.append("no EXIF metadata (stripped, or never written)")
         return report
+    damage = _damage(image)
+    if damage:  # parts parsed: each value is still checked below, and the reader is told
+        report.corrupt = f"part of the EXIF block is corrupt: {damage}"
+        report.evidence.append(
+            _rejected(
+                "exif.read", EvidenceKind.CAMERA, "metadata block", report.corrupt + "; what parsed is used"
+            )
+        )
 
     _camera(report, exif, sub)
     _captions(report, exif)
     _gps(report, gps)
     _time(report, gps, sub, exif, gazetteer)
+    return report
+
+
+def _corrupt(report: ExifReport, reason: str) -> ExifReport:
+    report.present = True
+    report.corrupt = reason
+    report.evidence.append(_rejected("exif.read", EvidenceKind.CAMERA, "metadata block", reason))
+    report.missing.append(
+        "the EXIF metadata is corrupt, so nothing in it was used (not stripped: it is there)"
+    )
     return report
 
 

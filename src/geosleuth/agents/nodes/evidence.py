@@ -151,7 +151,8 @@ def _ocr(ctx: RunContext) -> list[TextLine]:
     stages.add("ocr", StageStatus.RAN, f"{len(result.lines)} text lines", engine=deps.ocr.name, t0=t0)
     if not result.lines:
         state.missing.append("no readable text in the image")
-    return list(result.lines)
+    # OCR read the working copy; boxes are given in pixels of the full-resolution photo.
+    return [ln.model_copy(update={"box": image.full_box(ln.box)}) for ln in result.lines]
 
 
 def _langid(ctx: RunContext, *, report: bool) -> list[LanguageGuess]:

@@ -223,7 +223,7 @@ def _vlm_choices(ctx: RunContext) -> tuple[list[Check], str]:
         max_calls=MAX_NAMES,
         osm="geocode" in offered,
         zoom=zooming,
-        image_size=f"{image.width}x{image.height}",
+        image_size="{}x{}".format(*image.full_size),
     )
     system = load_template(INVESTIGATE_SYSTEM, ctx.settings.vlm.prompt_dir).render()
     ctx.usage.charge_vlm()

@@ -168,9 +168,11 @@ def _load(chunk: str) -> tuple[Any, list[str]]:
         return json.loads(chunk, strict=False), []
     except ValueError:
         repaired = _repair(chunk)
+    except RecursionError:  # nested deeper than json can go (a degenerate answer): not a guess
+        return None, []
     try:
         return (json.loads(repaired[0], strict=False), repaired[1]) if repaired else (None, [])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, []
 
 
