@@ -184,7 +184,7 @@ def test_locate_options_become_the_same_settings(monkeypatch):
 
     seen = []
 
-    def capture(settings, err):  # type: ignore[no-untyped-def]
+    def capture(settings, err=None):  # type: ignore[no-untyped-def]  # _locator(settings)
         seen.append(settings)
         raise ConfigError("stop here")
 

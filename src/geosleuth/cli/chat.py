@@ -150,7 +150,7 @@ def chat(
     from geosleuth.cli.locate import _locator
 
     err = Console(stderr=True, highlight=False, quiet=quiet)
-    locator = _locator(settings, err)
+    locator = _locator(settings)
     conv = _conversation(locator, sources, load, err)
     if interactive:
         from geosleuth.cli.chat_repl import Session

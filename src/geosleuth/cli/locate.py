@@ -40,8 +40,6 @@ from geosleuth.errors import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from geosleuth.agents.pipeline import Locator
     from geosleuth.config import Settings
     from geosleuth.schemas import LocateError, Prediction
@@ -138,7 +136,7 @@ def locate(
         out = Console(soft_wrap=True, highlight=False)
         err = Console(stderr=True, highlight=False)
         many = len(batch.entries) > 1
-        for result, checked in _results(batch, settings, workers, err, show_progress=many):
+        for result, checked in _results(batch, settings, workers, show_progress=many):
             tally.add(result)
             answered += 1
             if isinstance(result, LocateError):
@@ -295,7 +293,7 @@ def _name(entry: Source | LocateError) -> str:
 
 
 def _results(
-    batch: Inputs, settings: Settings, workers: int, err: Console, *, show_progress: bool
+    batch: Inputs, settings: Settings, workers: int, *, show_progress: bool
 ) -> Iterator[tuple[Prediction | LocateError, bool]]:
     """Each entry's result in input order, and whether it is the checks' (not the pipeline's). The
     locator is built only when an input can be used."""
@@ -306,7 +304,7 @@ def _results(
         return
     from geosleuth.progress import Progress
 
-    locator = _locator(settings, err)
+    locator = _locator(settings)
     with Progress(
         "locating", len(batch.entries), unit="photos", enabled=None if show_progress else False
     ) as bar:
@@ -324,9 +322,9 @@ def _results(
                 yield entry, True
 
 
-def _locator(settings: Settings, err: Console | None = None) -> Locator:
+def _locator(settings: Settings) -> Locator:
     """The pipeline, with the gazetteer built (once per cache; the build says so itself, on a
-    terminal or not, so ``err``, where a spinner used to go, is not written to)."""
+    terminal or not)."""
     from geosleuth.agents.pipeline import Locator, build_deps
 
     locator = Locator(deps=build_deps(settings))

@@ -121,7 +121,7 @@ def report(
     from rich.console import Console
 
     err = Console(stderr=True, highlight=False)
-    locator = _locator(settings, err)
+    locator = _locator(settings)
     argv = " ".join(shlex.quote(a) for a in ["geosleuth", *sys.argv[1:]]) if sys.argv[1:] else None
     entries: list[IndexEntry] = []
     tally = _Tally()  # locate's: the worst error decides the exit code
