@@ -323,8 +323,8 @@ def _results(
 
 
 def _locator(settings: Settings) -> Locator:
-    """The pipeline, with the gazetteer built (once per cache; the build says so itself, on a
-    terminal or not)."""
+    """The pipeline, with the gazetteer built (once per cache; the build says so, on a terminal
+    or not)."""
     from geosleuth.agents.pipeline import Locator, build_deps
 
     locator = Locator(deps=build_deps(settings))
