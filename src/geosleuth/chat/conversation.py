@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from geosleuth.agents.pipeline import ImageSource, Locator
 from geosleuth.chat import hints as H
 from geosleuth.chat.photo import PhotoSession
-from geosleuth.chat.rules import RuleAnswer, RuleEngine, mentioned_photos
+from geosleuth.chat.rules import RuleAnswer, RuleEngine, ToolRunner, mentioned_photos
 from geosleuth.chat.turn import (
     Hint,
     HintKind,
@@ -75,8 +75,7 @@ class AnswerEngine(Protocol):
     ) -> Generator[str, None, EngineAnswer]: ...
 
 
-class ToolRunnerT(Protocol):
-    def __call__(self, photo: PhotoSession, name: str, args: dict[str, object]) -> BaseModel: ...
+ToolRunnerT = ToolRunner  # runs an agent tool about one photo and records the call (declared in rules)
 
 
 class Conversation:
