@@ -149,3 +149,16 @@ def test_config_show_prints_each_values_source(tmp_path, monkeypatch):
     data = json.loads(CliRunner().invoke(app, [*args, "--json", "--sources"]).stdout)
     assert data["settings"]["ocr"]["engine"] == "rapidocr" and data["sources"]["ocr.engine"] == "env"
     assert json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)["min_probability"] == 0.4
+
+
+def test_an_empty_cache_dir_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GEOSLEUTH_CACHE_DIR= (empty) must not build the gazetteer in the current folder."""
+    from geosleuth.config import load_settings
+    from geosleuth.errors import ConfigError
+
+    monkeypatch.setenv("GEOSLEUTH_CACHE_DIR", "")
+    with pytest.raises(ConfigError, match="cache_dir"):
+        load_settings()
+    monkeypatch.setenv("GEOSLEUTH_CACHE_DIR", "  ")
+    with pytest.raises(ConfigError, match="unset GEOSLEUTH_CACHE_DIR"):
+        load_settings()

@@ -331,6 +331,16 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         default_factory=default_cache_dir, description="Gazetteer index, embeddings, caches."
     )
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _cache_dir_not_blank(cls, value: Any) -> Any:
+        # GEOSLEUTH_CACHE_DIR= (empty) would be Path("."): the gazetteer built in whatever folder
+        # the command runs in. Refuse it and say how to get the default.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; give a folder, or unset GEOSLEUTH_CACHE_DIR for the default")
+        return value
+
     offline: bool = Field(
         default=False, description="Never touch the network (geocoders, Overpass, web search, model hubs)."
     )
