@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from geosleuth.agents.verifier import and_list
 from geosleuth.config import Settings
 from geosleuth.gazetteer import Gazetteer, GazetteerPlace, city_radius_km
 from geosleuth.geo import haversine_km
@@ -607,8 +608,8 @@ class EvidenceFusion:
         codes = [e for e in evidence if e.kind in CODE_KINDS and e.usable and e.weight >= 0.3 and e.countries]
         if not codes or any(e.countries.get(here.country_code, 0.0) >= 0.1 for e in codes):
             return []
-        kinds = _and(sorted({_CODE_WORDS[e.kind] for e in codes}))
-        countries = _and(
+        kinds = and_list(sorted({_CODE_WORDS[e.kind] for e in codes}))
+        countries = and_list(
             sorted({self.gaz.country_name(c) for e in codes for c, v in e.countries.items() if v >= 0.5})
         )
         verb = "belongs" if len(codes) == 1 else "belong"
@@ -725,7 +726,7 @@ class EvidenceFusion:
             parts.append(
                 "Weak hints only: "
                 + "; ".join(hints[:4])
-                + f". They point most to {_and([self.gaz.country_name(c) for c in tops])}, but no place is "
+                + f". They point most to {and_list([self.gaz.country_name(c) for c in tops])}, but no place is "
                 f"likely enough: the best, {where}, has probability {best.probability:.2f}, below the "
                 f"{self.settings.min_probability:.2f} an answer needs."
             )
@@ -735,10 +736,6 @@ class EvidenceFusion:
         if injected:
             parts.append("The image's text tries to instruct an AI model, so none of it was trusted.")
         return " ".join(parts)
-
-
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def gps_trust(conflicts: list[GpsConflict]) -> float:

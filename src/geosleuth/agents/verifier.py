@@ -449,7 +449,7 @@ class Verifier:
         seen = self.gaz.reverse([g.point for g in guesses])
         seen_countries = {p.country_code for p in seen}
         glat, glon = latlon_arrays([g.point for g in guesses])
-        where = _and(sorted({p.country for p in seen}))
+        where = and_list(sorted({p.country for p in seen}))
         out = probs.copy()
         for i in text_only:
             c = merged[i]
@@ -668,7 +668,7 @@ class Verifier:
         """Why the best place won and what argued against it, in words: the signals' scores stay
         in :meth:`_explain` (``VerificationResult.scores``)."""
         best = ranked[0]
-        who = _and([SOURCE_WORDS.get(s, s) for s in (best.sources or [best.source.value])])
+        who = and_list([SOURCE_WORDS.get(s, s) for s in (best.sources or [best.source.value])])
         parts = [
             f"Best: {best.label}, within about {max(best.radius_km, REGION_MIN_KM):.0f} km, proposed by {who}."
         ]
@@ -681,10 +681,12 @@ class Verifier:
                 if diff[j] >= PLAIN_MIN_DIFF
             ]
             lead = f"It beat the runner-up, {second.label}"
-            parts.append(lead + (", because " + _and(why) + "." if why else ": nothing much separates them."))
+            parts.append(
+                lead + (", because " + and_list(why) + "." if why else ": nothing much separates them.")
+            )
             edge = [SIGNAL_FOR[SIGNALS[j]] for j in np.argsort(diff)[:2] if diff[j] <= -PLAIN_MIN_DIFF]
             if edge:
-                parts.append(f"The runner-up had the edge: {_and(edge)}.")
+                parts.append(f"The runner-up had the edge: {and_list(edge)}.")
         else:
             parts.append("It was the only candidate.")
         against = [
@@ -692,14 +694,7 @@ class Verifier:
             for j in np.argsort(contrib[0])[:3]
             if contrib[0, j] <= -PLAIN_MIN_AGAINST
         ]
-        if against:
-            note = f" ({'; '.join(demotions[0])})" if demotions[0] else ""
-            parts.append(f"Against it: {_and(against)}{note}.")
-        demoted = [(c, d) for c, d in zip(ranked[1:], demotions[1:], strict=True) if d]
-        if demoted:
-            shown = "; ".join(f"{c.label}: {', '.join(d)}" for c, d in demoted[:4])
-            more = f" and {len(demoted) - 4} more" if len(demoted) > 4 else ""
-            parts.append(f"Demoted: {shown}{more}.")
+        parts.extend(_against_and_demoted(against, ranked, demotions))
         if investigate:
             parts.append("The evidence is weak or split: worth checking further.")
         return parts[0] + "\n" + " ".join(parts[1:])
@@ -736,7 +731,7 @@ class Verifier:
             ]
             lead = f"It beat the runner-up, {second.label} (p={second.probability:.2f})"
             parts.append(
-                lead + (", on " + _and(why) + "." if why else ", by a hair: no signal separates them.")
+                lead + (", on " + and_list(why) + "." if why else ", by a hair: no signal separates them.")
             )
             edge = [
                 f"{SIGNAL_TEXT[SIGNALS[j]]} ({contrib[1, j]:+.1f} vs {contrib[0, j]:+.1f})"
@@ -744,27 +739,22 @@ class Verifier:
                 if diff[j] < -0.05
             ]
             if edge:
-                parts.append(f"The runner-up had the edge on {_and(edge)}.")
+                parts.append(f"The runner-up had the edge on {and_list(edge)}.")
         else:
             pro = [
                 f"{SIGNAL_TEXT[SIGNALS[j]]} ({contrib[0, j]:+.1f})"
                 for j in np.argsort(-contrib[0])[:3]
                 if contrib[0, j] > 0.05
             ]
-            parts.append("It was the only candidate" + (", supported by " + _and(pro) + "." if pro else "."))
+            parts.append(
+                "It was the only candidate" + (", supported by " + and_list(pro) + "." if pro else ".")
+            )
         against = [
             f"{SIGNAL_TEXT[SIGNALS[j]]} ({contrib[0, j]:+.1f})"
             for j in np.argsort(contrib[0])[:3]
             if contrib[0, j] < -0.05
         ]
-        if against:
-            note = f" ({'; '.join(demotions[0])})" if demotions[0] else ""
-            parts.append(f"Against it: {_and(against)}{note}.")
-        demoted = [(c, d) for c, d in zip(ranked[1:], demotions[1:], strict=True) if d]
-        if demoted:
-            shown = "; ".join(f"{c.label}: {', '.join(d)}" for c, d in demoted[:4])
-            more = f" and {len(demoted) - 4} more" if len(demoted) > 4 else ""
-            parts.append(f"Demoted: {shown}{more}.")
+        parts.extend(_against_and_demoted(against, ranked, demotions))
         parts.append(f"'Somewhere else' (no candidate near the truth) keeps p={null_p:.2f}.")
         if investigate:
             parts.append(
@@ -1005,7 +995,25 @@ def _softmax_with_null(scores: FloatArray, null: float) -> tuple[FloatArray, flo
     return p[:-1], float(p[-1])
 
 
-def _and(items: list[str]) -> str:
+def _against_and_demoted(
+    against: list[str], ranked: list[Candidate], demotions: list[list[str]]
+) -> list[str]:
+    """The sentences on what argued against the best (with its demotion notes) and on the
+    candidates the checks demoted, the first four named."""
+    out = []
+    if against:
+        note = f" ({'; '.join(demotions[0])})" if demotions[0] else ""
+        out.append(f"Against it: {and_list(against)}{note}.")
+    demoted = [(c, d) for c, d in zip(ranked[1:], demotions[1:], strict=True) if d]
+    if demoted:
+        shown = "; ".join(f"{c.label}: {', '.join(d)}" for c, d in demoted[:4])
+        more = f" and {len(demoted) - 4} more" if len(demoted) > 4 else ""
+        out.append(f"Demoted: {shown}{more}.")
+    return out
+
+
+def and_list(items: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
