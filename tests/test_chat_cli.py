@@ -125,6 +125,15 @@ def test_a_missing_photo_is_one_line_and_exit_1():
     assert len(lines) == 1 and lines[0].startswith("geosleuth: error: ") and "no such file" in lines[0]
 
 
+def test_a_bad_photo_with_json_is_one_json_error_object():
+    res = chat(str(FIXTURES / "missing.jpg"), "--ask", "where?", "--json")
+    assert res.exit_code == 1
+    [line] = res.stdout.strip().splitlines()
+    obj = json.loads(line)
+    assert obj["error_type"] == "ImageNotFoundError" and obj["source"].endswith("missing.jpg")
+    assert res.stderr.count("geosleuth: error: ") == 1
+
+
 def test_a_corrupt_photo_is_one_line_and_exit_1():
     res = chat(str(FIXTURES / "truncated.jpg"), "--ask", "where?")
     assert res.exit_code == 1 and res.stdout == ""

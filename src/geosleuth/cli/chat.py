@@ -142,6 +142,9 @@ def chat(
     if photos:
         batch = checked_inputs(photos, settings)  # a bad photo has had its line
         if batch.rejected:
+            if json_out:  # and, as with locate --json, its JSON error object
+                for bad in batch.rejected:
+                    print(bad.model_dump_json(), flush=True)
             raise typer.Exit(max(exit_code(error_class(e.error_type)) for e in batch.rejected))
         sources = batch.usable
 
