@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html as htmllib
 import io
+import json
 import re
 
 import piexif
@@ -191,6 +192,24 @@ def test_cli_writes_one_file_or_a_folder_with_an_index(tmp_path):
     assert res.exit_code == 0 and md.read_text().startswith("# Where was this photo taken?")
     res = runner.invoke(app, ["report", "examples/rue-de-rivoli.jpg", "--out", str(md), "--format", "pdf"])
     assert res.exit_code == 2
+
+
+def test_the_format_follows_the_out_suffix_unless_given(tmp_path):
+    runner = CliRunner()
+    for suffix, start in (
+        (".md", "# Where was this photo taken?"),
+        (".json", "{"),
+        (".html", "<!doctype html>"),
+    ):
+        out = tmp_path / f"r{suffix}"
+        res = runner.invoke(app, ["report", "examples/rue-de-rivoli.jpg", "--out", str(out), "-q"])
+        assert res.exit_code == 0, res.output
+        assert out.read_text().lower().startswith(start.lower()), suffix
+    json.loads((tmp_path / "r.json").read_text())  # a whole JSON report, not HTML named .json
+    res = runner.invoke(
+        app, ["report", "examples/rue-de-rivoli.jpg", "--out", str(tmp_path / "x.md"), "--format", "html"]
+    )
+    assert res.exit_code == 2 and "x.html" in res.output and not (tmp_path / "x.md").exists()
 
 
 # --- --redact-exif -------------------------------------------------------------------------------

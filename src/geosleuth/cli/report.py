@@ -18,11 +18,30 @@ from geosleuth.cli.locate import Source, _error, _locator, _Tally, checked_input
 from geosleuth.errors import EXIT_INPUT, ConfigError, ImageInputError
 
 
+def report_format(given: str | None, out: Path, suffixes: dict[str, str]) -> str:
+    """The report format: ``--format`` when given, else the one ``--out``'s suffix names, else html.
+    A ``--format`` that another report suffix of ``--out`` contradicts is refused."""
+    named = {suffix: name for name, suffix in suffixes.items()}.get(out.suffix.lower())
+    if given is None:
+        return named or "html"
+    if given not in suffixes:
+        raise ConfigError(f"--format must be html, md or json, got {given!r}")
+    if named is not None and named != given:
+        raise ConfigError(
+            f"--format {given} but --out {str(out)!r} ends in {out.suffix!r}; "
+            f"name the file {out.with_suffix(suffixes[given]).name!r} or drop --format"
+        )
+    return given
+
+
 @reports_errors
 def report(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursively), or - for stdin.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report file (one photo) or folder (several).")],
-    format: Annotated[str, typer.Option("--format", help="html, md or json.")] = "html",
+    format: Annotated[
+        str | None,
+        typer.Option("--format", help="html, md or json (default: from --out's suffix, else html)."),
+    ] = None,
     no_photo: Annotated[bool, typer.Option("--no-photo", help="Leave the photo out of the report.")] = False,
     photo_max_side: Annotated[
         int, typer.Option("--photo-max-side", min=64, help="Longest side of the embedded photo (pixels).")
@@ -79,7 +98,7 @@ def report(
     Examples:
       geosleuth report photo.jpg --out photo.html
       geosleuth report photos/ --out reports/ --ignore-exif-gps
-      geosleuth report photo.jpg --out photo.md --format md
+      geosleuth report photo.jpg --out photo.md
       geosleuth report sensitive.jpg --out r.html --no-photo
       geosleuth report source.jpg --out r.html --redact-exif
       geosleuth report photo.jpg --out r.html --online-map
@@ -97,8 +116,7 @@ def report(
         write_text_atomic,
     )
 
-    if format not in SUFFIX:
-        raise ConfigError(f"--format must be html, md or json, got {format!r}")
+    format = report_format(format, out, SUFFIX)
     if online_map and format != "html":
         raise ConfigError(f"--online-map is for HTML reports; --format is {format!r}")
     settings = locate_settings(
