@@ -88,14 +88,13 @@ def test_constant_baselines_always_paris_and_the_oracle_city() -> None:
     records = [rec(i, t, status="insufficient_evidence") for i, t in enumerate(truths)]
     b = compute(records, names=["baselines"]).metrics["baselines"]
     assert b["cities"] == len(WORLD_CITIES)
-    assert b["always_paris"]["city"] == "Paris"
-    assert b["always_paris"]["hits@1km"] == 2 and b["always_paris"]["acc@25km"] == pytest.approx(2 / 5)
-    assert b["best_constant"]["city@25km"] == "Tokyo"
-    assert b["best_constant"]["acc@25km"] == pytest.approx(3 / 5)
-    # at 2500 km Paris still covers only Paris; Tokyo (with Seoul and Shanghai nearby) the rest
-    assert b["best_constant"]["hits@2500km"] == 3
+    assert b["paris"] == "Paris"
+    assert b["paris_hits@1km"] == 2 and b["paris_acc@25km"] == pytest.approx(2 / 5)
+    assert b["oracle_city@25km"] == "Tokyo" and b["oracle_acc@25km"] == pytest.approx(3 / 5)
+    # at 2500 km Paris still covers only the Paris photos, Tokyo the three others
+    assert b["oracle_hits@2500km"] == 3
     empty = compute([], names=["baselines"]).metrics["baselines"]
-    assert empty["best_constant"]["acc@25km"] is None
+    assert empty["oracle_acc@25km"] is None and empty["paris_acc@25km"] is None
 
 
 def test_scene_is_the_argmax_of_the_metadata_probabilities_and_groups_accuracy() -> None:
@@ -169,15 +168,17 @@ def test_calibration_metric_answered_forced_and_the_issue_targets() -> None:
         rec(5, TOKYO, status="insufficient_evidence"),
     ]
     cal = compute(records, names=["calibration"]).metrics["calibration"]
-    assert cal["answered"]["n"] == 4 and cal["forced"]["n"] == 6
+    assert cal["answered_n"] == 4 and cal["forced_n"] == 6
     assert cal["binning"].startswith("10 equal-width")
-    t = cal["targets"]
+    answered = reliability(np.array([0.9, 0.6, 0.55, 0.1]), np.array([0.0, 0.0, 9e3, 9e3]))[1]
+    assert cal["answered_ece@25km"] == pytest.approx(answered["ece@25km"])
+    t = cal
     assert t["n_confident"] == 3 and t["confident_right@750km"] == pytest.approx(2 / 3)
     assert t["n_wrong"] == 2 and t["wrong_mean_confidence"] == pytest.approx((0.55 + 0.1) / 2)
     top = cal["coverage"][0]  # 1% of 6 -> the single most confident forced answer
     assert top["n"] == 1 and top["min_confidence"] == 0.9 and top["acc@25km"] == 1.0
     assert cal["coverage"][-1]["n"] == 6 and cal["coverage"][-1]["acc@25km"] == pytest.approx(3 / 6)
     # forced reliability: the abstention with a right candidate at 0.05 is in the first bin
-    first = cal["forced"]["reliability"][0]
+    first = cal["forced_reliability"][0]
     assert first["n"] == 2 and first["acc@25km"] == 0.5
     assert math.isclose(first["mean_confidence"], 0.025)

@@ -88,7 +88,10 @@ def test_a_subset_folder_runs_on_those_present_and_the_report_says_so(tmp_path: 
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["answers"]["n"] == 3 and metrics["answers"]["errors"] == 0
     assert set(metrics["per_group"]["scene"]) == {"urban", "indoor", "natural"}
-    assert metrics["calibration"]["targets"]["n_wrong"] >= 1
+    assert metrics["calibration"]["n_wrong"] >= 1 and metrics["calibration"]["answered_n"] >= 1
+    flat = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"forced.acc@750km", "baselines.paris_acc@750km", "baselines.oracle_city@25km"} <= set(flat)
+    assert {"calibration.answered_ece@750km", "latency.p90_s", "answers.answered"} <= set(flat)
     assert metrics["latency"]["crashes"] == 0 and metrics["latency"]["median_s"] > 0
 
     # demanding the whole benchmark fails before anything runs, naming what is missing

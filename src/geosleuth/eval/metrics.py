@@ -475,32 +475,28 @@ def forced(records: Sequence[EvalRecord], *, distance: DistanceKind, radius_km: 
 
 @metric("baselines")
 def baselines(records: Sequence[EvalRecord], *, distance: DistanceKind, radius_km: float) -> MetricValues:
-    """Constant guesses on the same photos: ``always_paris``, and ``best_constant``, an **oracle**
-    that picks, per threshold and in hindsight, the one city of :data:`WORLD_CITIES` that scores
-    best on these very records (``city@…`` names it). A method that cannot beat these has learnt
-    nothing about where photos are."""
+    """Constant guesses on the same photos: always Paris (``paris_acc@…``), and an **oracle**
+    (``oracle_acc@…``) that picks, per threshold and in hindsight, the one city of
+    :data:`WORLD_CITIES` that scores best on these very records (``oracle_city@…`` names it). A
+    method that cannot beat these has learnt nothing about where photos are."""
     n = len(records)
-    out: MetricValues = {"n": n, "cities": len(WORLD_CITIES)}
+    out: MetricValues = {"n": n, "cities": len(WORLD_CITIES), "paris": ALWAYS_PARIS[0]}
     if not n:
-        out["always_paris"] = _hits(np.zeros(0))
-        out["best_constant"] = _hits(np.zeros(0))
-        return out
+        return {**out, **_hits(np.zeros(0), "paris_"), **_hits(np.zeros(0), "oracle_")}
     tlat, tlon = geo.latlon_arrays([r.truth for r in records])
     clat = np.array([c[1] for c in WORLD_CITIES])
     clon = np.array([c[2] for c in WORLD_CITIES])
     km = geo.distance_km(
         tlat[None, :], tlon[None, :], clat[:, None], clon[:, None], method=distance, radius_km=radius_km
     )  # (cities, records)
-    out["always_paris"] = {"city": ALWAYS_PARIS[0], **_hits(km[WORLD_CITIES.index(ALWAYS_PARIS)])}
-    best: MetricValues = {}
+    out.update(_hits(km[WORLD_CITIES.index(ALWAYS_PARIS)], "paris_"))
     for t in THRESHOLDS_KM:
         counts = np.count_nonzero(km <= t, axis=1)
         i = int(np.argmax(counts))  # ties: the first city listed
         key = _threshold_key(t)
-        best[f"acc@{key}"] = _ratio(int(counts[i]), n)
-        best[f"hits@{key}"] = int(counts[i])
-        best[f"city@{key}"] = WORLD_CITIES[i][0]
-    out["best_constant"] = best
+        out[f"oracle_acc@{key}"] = _ratio(int(counts[i]), n)
+        out[f"oracle_hits@{key}"] = int(counts[i])
+        out[f"oracle_city@{key}"] = WORLD_CITIES[i][0]
     return out
 
 
@@ -577,30 +573,32 @@ def calibration(records: Sequence[EvalRecord], *, distance: DistanceKind, radius
     confidence) and for ``forced`` answers (every record, :func:`forced_answer`): a reliability table
     and the expected calibration error against correctness within 25 km and 750 km (10 equal-width
     bins, :func:`reliability`). ``coverage``: forced answers ranked by confidence, accuracy of the
-    top x% (:func:`coverage_curve`). ``targets`` (issue 14 §4): the share of answers with
+    top x% (:func:`coverage_curve`). The issue-14 §4 targets: the share of answers with
     confidence >= 0.5 right within 750 km (target >= 0.8) and the mean confidence of answers wrong
     by more than 750 km (target < 0.25)."""
     o = _outcomes(records, distance, radius_km)
     f = _forced(records, distance, radius_km)
     conf = np.array([r.confidence for r in records], dtype=np.float64)
     ans_conf, ans_km = conf[o.answered], o.km[o.answered]
-    out: MetricValues = {"bins": CALIBRATION_BINS, "binning": "10 equal-width bins of confidence on [0, 1]"}
+    out: MetricValues = {
+        "bins": CALIBRATION_BINS,
+        "binning": f"{CALIBRATION_BINS} equal-width bins of confidence on [0, 1]",
+    }
     for name, c, km in (("answered", ans_conf, ans_km), ("forced", f.confidence, f.km)):
         table, ece = reliability(c, km)
-        out[name] = {"n": len(c), "reliability": table, **ece}
+        out[f"{name}_n"] = len(c)
+        out.update({f"{name}_{k}": v for k, v in ece.items()})
+        out[f"{name}_reliability"] = table
     out["coverage"] = coverage_curve(f.confidence, f.km)
     confident = ans_conf >= CONFIDENT
     wrong = ans_km > 750.0
-    out["targets"] = {
-        "n_confident": int(confident.sum()),
-        "confident_right@750km": _ratio(
-            int(np.count_nonzero(ans_km[confident] <= 750.0)), int(confident.sum())
-        ),
-        "confident_right_target": CONFIDENT_RIGHT_TARGET,
-        "n_wrong": int(wrong.sum()),
-        "wrong_mean_confidence": float(ans_conf[wrong].mean()) if wrong.any() else None,
-        "wrong_mean_confidence_target": WRONG_MEAN_CONFIDENCE_TARGET,
-    }
+    n_confident = int(confident.sum())
+    out["n_confident"] = n_confident
+    out["confident_right@750km"] = _ratio(int(np.count_nonzero(ans_km[confident] <= 750.0)), n_confident)
+    out["confident_right_target"] = CONFIDENT_RIGHT_TARGET
+    out["n_wrong"] = int(wrong.sum())
+    out["wrong_mean_confidence"] = float(ans_conf[wrong].mean()) if wrong.any() else None
+    out["wrong_mean_confidence_target"] = WRONG_MEAN_CONFIDENCE_TARGET
     return out
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from geosleuth.errors import GeoSleuthError, MissingDependencyError
+from geosleuth.eval.datasets import subset_note
 from geosleuth.eval.metrics import CALIBRATION_KM, MetricsReport, compute
 from geosleuth.eval.records import THRESHOLDS_KM, DistanceKind, EvalRecord
 from geosleuth.eval.runner import PREDICTIONS, PROVENANCE, RECORDS, PredictionStore, RecordStore, error_km
@@ -235,8 +236,11 @@ def _answers_markdown(m: dict[str, Any], ds: dict[str, Any]) -> list[str]:
     ans, acc, forced = m.get("answers", {}), m.get("accuracy", {}), m.get("forced", {})
     base = m.get("baselines", {})
     lines = [""]
-    if ds.get("subset"):
-        lines += [f"**Subset:** {ds['subset']} (not comparable with numbers on the whole benchmark).", ""]
+    subset = ds.get("subset")
+    if not subset and ds.get("missing") and ds.get("rows"):  # runs recorded before the subset line
+        subset = subset_note(str(ds.get("name", "?")), int(ds["rows"]) - int(ds["missing"]), int(ds["rows"]))
+    if subset:
+        lines += [f"**Subset:** {subset} (not comparable with numbers on the whole benchmark).", ""]
     if not ans:
         return lines
     lines += [
@@ -253,14 +257,15 @@ def _answers_markdown(m: dict[str, Any], ds: dict[str, Any]) -> list[str]:
         f"| forced (top candidate always) | {forced.get('n', 0)} | {_acc_cells(forced)} |",
     ]
     if base:
-        best = base.get("best_constant", {})
-        cities = ", ".join(dict.fromkeys(str(best.get(f"city@{t:g}km", "?")) for t in THRESHOLDS_KM))
+        cities = ", ".join(dict.fromkeys(str(base.get(f"oracle_city@{t:g}km", "?")) for t in THRESHOLDS_KM))
         lines += [
-            f"| baseline: always Paris | {base.get('n', 0)} | {_acc_cells(base.get('always_paris', {}))} |",
+            f"| baseline: always {base.get('paris', 'Paris')} | {base.get('n', 0)} | {_acc_cells(base, 'paris_')} |",
             f"| baseline (oracle): best of {base.get('cities', 0)} cities in hindsight ({cities}) "
-            f"| {base.get('n', 0)} | {_acc_cells(best)} |",
+            f"| {base.get('n', 0)} | {_acc_cells(base, 'oracle_')} |",
         ]
-        beats = [(forced.get(f"acc@{t:g}km") or 0) > (best.get(f"acc@{t:g}km") or 0) for t in THRESHOLDS_KM]
+        beats = [
+            (forced.get(f"acc@{t:g}km") or 0) > (base.get(f"oracle_acc@{t:g}km") or 0) for t in THRESHOLDS_KM
+        ]
         lines += [
             "",
             f"Forced accuracy beats the oracle constant guess at {sum(beats)} of {len(beats)} thresholds"
@@ -309,7 +314,7 @@ def _latency_markdown(lat: dict[str, Any]) -> list[str]:
 def _calibration_markdown(cal: dict[str, Any]) -> list[str]:
     if not cal:
         return []
-    ans, forced, tg = cal.get("answered", {}), cal.get("forced", {}), cal.get("targets", {})
+    tg = cal
     ok_right = tg.get("confident_right@750km")
     ok_wrong = tg.get("wrong_mean_confidence")
     lines = [
@@ -321,8 +326,11 @@ def _calibration_markdown(cal: dict[str, Any]) -> list[str]:
         "",
         "| set | n | ECE (25 km) | ECE (750 km) |",
         "|---|---|---|---|",
-        f"| answered | {ans.get('n', 0)} | {_num(ans.get('ece@25km'), 3)} | {_num(ans.get('ece@750km'), 3)} |",
-        f"| forced | {forced.get('n', 0)} | {_num(forced.get('ece@25km'), 3)} | {_num(forced.get('ece@750km'), 3)} |",
+        *(
+            f"| {name} | {cal.get(f'{name}_n', 0)} | {_num(cal.get(f'{name}_ece@25km'), 3)} | "
+            f"{_num(cal.get(f'{name}_ece@750km'), 3)} |"
+            for name in ("answered", "forced")
+        ),
         "",
         f"Answers with confidence ≥ 0.5 right within 750 km: {_pct(ok_right)} of {tg.get('n_confident', 0)} "
         f"(target ≥ {_pct(tg.get('confident_right_target'))}"
@@ -344,8 +352,8 @@ def _calibration_markdown(cal: dict[str, Any]) -> list[str]:
         )
         + ").",
     ]
-    for name, values in (("answered", ans), ("forced", forced)):
-        rows = [r for r in values.get("reliability", []) if r.get("n")]
+    for name in ("answered", "forced"):
+        rows = [r for r in cal.get(f"{name}_reliability", []) if r.get("n")]
         if not rows:
             continue
         lines += [
@@ -564,7 +572,7 @@ def _plots(
     cal = report.metrics.get("calibration", {})
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, name in zip(axes, ("answered", "forced"), strict=True):
-        rows = [r for r in cal.get(name, {}).get("reliability", []) if r.get("n")]
+        rows = [r for r in cal.get(f"{name}_reliability", []) if r.get("n")]
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
         for t, color in zip(CALIBRATION_KM, ("tab:blue", "tab:orange"), strict=True):
             if rows:
@@ -573,12 +581,12 @@ def _plots(
                     [r[f"acc@{t:g}km"] for r in rows],
                     marker="o",
                     color=color,
-                    label=f"≤{t:g} km (ECE {cal[name].get(f'ece@{t:g}km') or 0:.3f})",
+                    label=f"≤{t:g} km (ECE {cal.get(f'{name}_ece@{t:g}km') or 0:.3f})",
                 )
         for r in rows:
             ax.annotate(str(r["n"]), (r["mean_confidence"], 0.02), fontsize=7, ha="center", color="grey")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean confidence in bin", ylabel="accuracy in bin")
-        ax.set_title(f"Reliability, {name} (n={cal.get(name, {}).get('n', 0)}; grey: n per bin)")
+        ax.set_title(f"Reliability, {name} (n={cal.get(f'{name}_n', 0)}; grey: n per bin)")
         ax.legend(loc="upper left", fontsize=8)
     out.append(_save(fig, folder / "reliability.png"))
 
