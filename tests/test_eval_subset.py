@@ -148,3 +148,20 @@ def test_dev_photos_are_a_subset_with_scene_types(tmp_path: Path, exif_locator) 
     m = compute(records).metrics
     assert m["answers"]["n"] == 5 and m["latency"]["crashes"] == 0
     assert sum(g["n"] for g in m["per_group"]["scene"].values()) == 5
+
+
+def test_old_records_get_their_scene_type_from_the_recorded_metadata(tmp_path: Path) -> None:
+    from geosleuth.eval.records import EvalRecord
+    from geosleuth.eval.report import backfill_scenes
+    from geosleuth.schemas import LatLon
+
+    _, meta = benchmark_folder(tmp_path)
+    old = [
+        EvalRecord(key=f"k{i}", sample_id=sid, dataset="im2gps3k", truth=LatLon(lat=0, lon=0), status="error")
+        for i, sid in enumerate(["a1.jpg", "c3.jpg", "zz.jpg"])
+    ]
+    prov = {"dataset": {"meta_files": [str(meta)]}}
+    assert [r.truth_scene for r in backfill_scenes(old, prov)] == ["urban", "natural", None]
+    assert backfill_scenes(old, {"dataset": {"meta_files": [str(tmp_path / "gone.csv")]}}) == old
+    new = [old[0].model_copy(update={"truth_scene": "indoor"}), old[1]]
+    assert backfill_scenes(new, prov) == new  # a run that has scene types keeps its own
