@@ -82,6 +82,8 @@ def test_a_subset_folder_runs_on_those_present_and_the_report_says_so(tmp_path: 
     assert "| forced (top candidate always) | 3 |" in md
     assert "| baseline: always Paris | 3 |" in md and "(oracle)" in md
     assert "Latency per image: median" in md and "Crashes (status error): 0" in md
+    # one confident answer 16,000 km off: the wrong answers' mean confidence misses its target
+    assert "(target < 0.25, NOT met)" in md
     # the EXIF answer is 16,000 km off with high confidence: the first worst miss, with its evidence
     worst = md.split("## Worst confident misses")[1].split("## What the answered")[0]
     assert "`a1.jpg`" in worst and "exif" in worst

@@ -314,9 +314,9 @@ def _latency_markdown(lat: dict[str, Any]) -> list[str]:
 def _calibration_markdown(cal: dict[str, Any]) -> list[str]:
     if not cal:
         return []
-    tg = cal
-    ok_right = tg.get("confident_right@750km")
-    ok_wrong = tg.get("wrong_mean_confidence")
+    right, wrong = cal.get("confident_right@750km"), cal.get("wrong_mean_confidence")
+    right_target = float(cal.get("confident_right_target", 0.8))
+    wrong_target = float(cal.get("wrong_mean_confidence_target", 0.25))
     lines = [
         "",
         "## Calibration",
@@ -332,25 +332,10 @@ def _calibration_markdown(cal: dict[str, Any]) -> list[str]:
             for name in ("answered", "forced")
         ),
         "",
-        f"Answers with confidence ≥ 0.5 right within 750 km: {_pct(ok_right)} of {tg.get('n_confident', 0)} "
-        f"(target ≥ {_pct(tg.get('confident_right_target'))}"
-        + (
-            ""
-            if ok_right is None
-            else ", met"
-            if ok_right >= tg.get("confident_right_target", 1)
-            else ", NOT met"
-        )
-        + f"). Mean confidence of answers wrong by > 750 km: {_num(ok_wrong, 3)} over {tg.get('n_wrong', 0)} "
-        f"(target < {_num(tg.get('wrong_mean_confidence_target'), 2)}"
-        + (
-            ""
-            if ok_wrong is None
-            else ", met"
-            if ok_wrong < tg.get("wrong_mean_confidence_target", 0)
-            else ", NOT met"
-        )
-        + ").",
+        f"Answers with confidence ≥ 0.5 right within 750 km: {_pct(right)} of {cal.get('n_confident', 0)} "
+        f"(target ≥ {_pct(right_target)}{_verdict(None if right is None else right >= right_target)}). "
+        f"Mean confidence of answers wrong by > 750 km: {_num(wrong, 3)} over {cal.get('n_wrong', 0)} "
+        f"(target < {wrong_target:.2f}{_verdict(None if wrong is None else wrong < wrong_target)}).",
     ]
     for name in ("answered", "forced"):
         rows = [r for r in cal.get(f"{name}_reliability", []) if r.get("n")]
@@ -382,6 +367,10 @@ def _calibration_markdown(cal: dict[str, Any]) -> list[str]:
             for r in cov
         ]
     return lines
+
+
+def _verdict(met: bool | None) -> str:
+    return "" if met is None else ", met" if met else ", NOT met"
 
 
 def _md_text(value: object, limit: int = TEXT_CHARS) -> str:
