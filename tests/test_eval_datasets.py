@@ -81,12 +81,18 @@ def test_im2gps3k_without_images_fails_before_running_and_says_where_images_come
     msg = str(err)
     assert "2997 of 2997 images are missing" in msg
     assert first in msg and "im2gps3ktest.zip" in msg and "revisiting-im2gps" in msg
-    assert "missing='skip'" in msg
+    assert "missing='skip'" not in msg  # skipping would leave nothing: no such advice
     assert len(err.missing) == 2997
+    # demanding every image fails the same way, and there skipping the missing ones is the way out
+    with pytest.raises(MissingImagesError, match="2997 of 2997") as strict:
+        Im2GPS3k(images, meta=IM2GPS3K_META, missing="error")
+    assert "missing='skip'" in str(strict.value)
 
 
 @needs_meta
-def test_im2gps3k_parses_all_rows_and_skip_records_the_missing(tmp_path: Path) -> None:
+def test_im2gps3k_parses_all_rows_and_a_subset_folder_is_evaluated_on_those_present(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     rows = sorted(meta_ids(IM2GPS3K_META))
     images = tmp_path / "images"
     images.mkdir()
@@ -94,20 +100,29 @@ def test_im2gps3k_parses_all_rows_and_skip_records_the_missing(tmp_path: Path) -
         (images / img_id).write_bytes(tiny_jpeg())
     shutil.copy(IM2GPS3K_META, tmp_path / "im2gps3k_places365.csv")  # found in the folder's parent
 
-    ds = open_dataset(f"im2gps3k:{images}", missing="skip")
+    with caplog.at_level("WARNING", logger="geosleuth.eval.datasets"):
+        ds = open_dataset(f"im2gps3k:{images}")  # no flag: a subset folder just works
     d = ds.describe()
     assert ds.name == "im2gps3k" and len(ds) == 3
-    assert d["rows"] == 2997 and d["missing"] == 2994 and len(d["missing_examples"]) == 5
+    assert d["rows"] == 2997 and d["missing"] == 2994 and d["present"] == 3
+    assert len(d["missing_examples"]) == 5
     assert d["selection"]["missing"] == "skip"
+    assert d["subset"] == "3 of 2997 images of im2gps3k present; evaluated on those"
+    assert [r.getMessage() for r in caplog.records if d["subset"] in r.getMessage()]
+    assert open_dataset(f"im2gps3k:{images}", missing="skip").ids == ds.ids  # --skip-missing: an alias
     assert [(s.id, s.truth.lat, s.truth.lon) for s in ds] == rows[:3]
     s = next(iter(ds))
     assert s.load() == (images / s.id).read_bytes()
     assert s.meta["AUTHOR"] and "S365_Label" in s.meta
 
-    # the canonical selection needs only the selected images
-    assert open_dataset(f"im2gps3k:{images}", limit=3).ids == [r[0] for r in rows[:3]]
+    # demanding all: the canonical selection needs only the selected images
+    assert open_dataset(f"im2gps3k:{images}", limit=3, missing="error").ids == [r[0] for r in rows[:3]]
     with pytest.raises(MissingImagesError, match="1 of 4 images"):
-        open_dataset(f"im2gps3k:{images}", limit=4)
+        open_dataset(f"im2gps3k:{images}", limit=4, missing="error")
+    with pytest.raises(MissingImagesError, match="2994 of 2997 images"):
+        open_dataset(f"im2gps3k:{images}", missing="error")
+    # by default a limit is drawn from the images present
+    assert open_dataset(f"im2gps3k:{images}", limit=4).ids == [r[0] for r in rows[:3]]
 
 
 @needs_meta
@@ -140,8 +155,10 @@ def test_yfcc4k_finds_ids_by_base_name_and_stem(tmp_path: Path) -> None:
 
     write_csv(tmp_path / "more.csv", ["photo_id", "latitude", "longitude"], [["333", 1, 2], ["111", 3, 4]])
     with pytest.raises(MissingImagesError, match="1 of 2") as info:
-        open_dataset(f"yfcc4k:{images}", meta=tmp_path / "more.csv")
+        open_dataset(f"yfcc4k:{images}", meta=tmp_path / "more.csv", missing="error")
     assert "yfcc4k.zip" in str(info.value) and "333" in str(info.value)
+    subset = open_dataset(f"yfcc4k:{images}", meta=tmp_path / "more.csv")  # by default: those present
+    assert subset.ids == ["111"] and subset.describe()["present"] == 1
 
 
 # --- generic tables ------------------------------------------------------------------------------

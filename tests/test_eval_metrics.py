@@ -285,7 +285,8 @@ def test_per_group_keys_and_values() -> None:
         rec(3, truth=tokyo, pred=tokyo),
     ]
     pg = compute(records, names=["per_group"]).metrics["per_group"]
-    assert set(pg) == {"continent", "country"}
+    assert set(pg) == {"continent", "country", "scene"}
+    assert set(pg["scene"]) == {"unknown"}  # no record has a scene type
     assert set(pg["continent"]) == {"AS", "EU", "unknown"}
     assert set(pg["country"]) == {"DE", "FR", "JP", "unknown"}
     eu = pg["continent"]["EU"]

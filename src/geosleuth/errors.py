@@ -239,14 +239,29 @@ class MetadataNotFoundError(GeoSleuthError, FileNotFoundError):
 class MissingImagesError(GeoSleuthError, FileNotFoundError):
     """Images the dataset lists are not on disk. ``missing`` holds their names (all of them)."""
 
-    def __init__(self, dataset: str, missing: Sequence[str], selected: int, where: str, hint: str) -> None:
+    def __init__(
+        self,
+        dataset: str,
+        missing: Sequence[str],
+        selected: int,
+        where: str,
+        hint: str,
+        *,
+        suggest_skip: bool = True,
+    ) -> None:
         self.dataset = dataset
         self.missing = list(missing)
         shown = ", ".join(self.missing[:SHOW_MISSING]) + (", ..." if len(self.missing) > SHOW_MISSING else "")
+        # with none present, evaluating "the images that are there" would evaluate nothing
+        skip = (
+            " Or pass missing='skip' (--skip-missing) to evaluate the images that are there; the count "
+            "is recorded with the results."
+            if suggest_skip
+            else ""
+        )
         super().__init__(
             f"{dataset}: {len(self.missing)} of {selected} images are missing from {where} "
-            f"(first: {shown}). {hint} Or pass missing='skip' (--skip-missing) to evaluate the images "
-            "that are there; the count is recorded with the results."
+            f"(first: {shown}). {hint}{skip}"
         )
 
 

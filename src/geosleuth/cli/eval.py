@@ -19,6 +19,7 @@ from geosleuth.cli.common import ConfigOpt, QuietOpt, reports_errors, setup_logg
 from geosleuth.errors import EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
+    from geosleuth.eval.datasets import Missing
     from geosleuth.eval.records import EvalRecord
 
 app = typer.Typer(
@@ -59,8 +60,21 @@ def eval_run(
         int | None, typer.Option("--sample", min=1, help="N samples drawn with --seed.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    require_all: Annotated[
+        bool,
+        typer.Option(
+            "--require-all",
+            help="Fail when any listed image is missing. By default a benchmark folder holding part of "
+            "the benchmark is evaluated on the images present (the count is logged and reported); "
+            "your own tables and folders always require all.",
+        ),
+    ] = False,
     skip_missing: Annotated[
-        bool, typer.Option("--skip-missing", help="Run without images that are missing (else: an error).")
+        bool,
+        typer.Option(
+            "--skip-missing",
+            help="Evaluate the images present, also for your own tables and folders (the benchmarks' default).",
+        ),
     ] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Images in flight.")] = 4,
     vlm_url: Annotated[
@@ -108,7 +122,7 @@ def eval_run(
         limit=limit,
         sample=sample,
         seed=seed,
-        missing="skip" if skip_missing else "error",
+        missing=_missing(require_all=require_all, skip_missing=skip_missing),
     )
     locator = Locator(deps=build_deps(settings))
     locator.deps.gazetteer.ensure_built()
@@ -151,11 +165,19 @@ def eval_run(
     for note in summary.notes:
         err.print(f"note: {note}")
     state = "interrupted" if summary.interrupted else "done"
+    if ds.info.get("subset"):
+        err.print(f"note: {ds.info['subset']}")
     print(
         f"{state}: {summary.ran} samples run, {summary.skipped_done} already recorded, {summary.errors} errors, "
         f"of {summary.total}; {summary.seconds:.1f} s; records in {out / 'records.jsonl'}"
     )
     raise typer.Exit(EXIT_INTERRUPTED if summary.interrupted else EXIT_OK)
+
+
+def _missing(*, require_all: bool, skip_missing: bool) -> Missing | None:
+    if require_all and skip_missing:
+        raise typer.BadParameter("--require-all and --skip-missing contradict each other; pass one")
+    return "error" if require_all else "skip" if skip_missing else None
 
 
 @app.command("report")

@@ -187,9 +187,17 @@ class Dataset:
             pool = [r for r in rows if r.present()]
             absent = [r for r in rows if not r.present()]
             info["missing"] = len(absent)
+            info["present"] = len(pool)
             info["missing_examples"] = [_shown(r, root) for r in absent[:SHOW_MISSING]]
+            if not pool:
+                where = str(root) if root.is_dir() else f"{root} (no such folder)"
+                names = [_shown(r, root) for r in absent]
+                raise MissingImagesError(self.name, names, len(rows), where, hint, suggest_skip=False)
             if absent:
-                log.warning("%s: %d of %d images are missing and skipped", self.name, len(absent), len(rows))
+                info["subset"] = subset_note(self.name, len(pool), len(rows))
+                log.warning(
+                    "%s (in %s; missing='error' / --require-all demands every image)", info["subset"], root
+                )
         chosen = select(pool, limit=selection.limit, sample=selection.sample, seed=selection.seed)
         if selection.missing == "error":
             absent = [r for r in chosen if not r.present()]
@@ -198,6 +206,8 @@ class Dataset:
                 names = [_shown(r, root) for r in absent]
                 raise MissingImagesError(self.name, names, len(chosen), where, hint)
             info["missing"] = 0
+            if len(chosen) == len(rows):  # else only the chosen were looked for
+                info["present"] = len(rows)
         if not chosen:
             skipped = f", all {info.get('missing', 0)} missing from {root}" if info.get("missing") else ""
             raise EmptySourceError(f"{self.name}: no images to evaluate ({len(rows)} listed{skipped})")
@@ -211,6 +221,11 @@ class Dataset:
         }
         self.info.update(info)
         return [r.sample for r in chosen]
+
+
+def subset_note(name: str, present: int, listed: int) -> str:
+    """The one line that says a run covers only part of a benchmark (logged, recorded, reported)."""
+    return f"{present} of {listed} images of {name} present; evaluated on those"
 
 
 def select(items: Sequence[T], *, limit: int | None, sample: int | None, seed: int = 0) -> list[T]:
@@ -306,7 +321,12 @@ class _ImageFolder:
 
 
 class Im2GPS3k(Dataset):
-    """Im2GPS3k (2997 Flickr photos; Vo et al., ICCV 2017), with GeoEstimation's ground truth."""
+    """Im2GPS3k (2997 Flickr photos; Vo et al., ICCV 2017), with GeoEstimation's ground truth.
+
+    A folder holding part of the benchmark is evaluated on the images present by default
+    (``missing="skip"``: one warning, and ``describe()`` records ``present`` of ``rows`` and the
+    ``subset`` line the report shows); none present is a :class:`MissingImagesError` that says where
+    the images come from. ``missing="error"`` demands every selected image."""
 
     kind = "im2gps3k"
     meta_name = "im2gps3k_places365.csv"
@@ -329,7 +349,7 @@ class Im2GPS3k(Dataset):
         limit: int | None = None,
         sample: int | None = None,
         seed: int = 0,
-        missing: Missing = "error",
+        missing: Missing = "skip",
         meta_dirs: Sequence[Path] = (),
     ) -> None:
         images = Path(images).expanduser()
@@ -411,7 +431,7 @@ class YFCC4k(Im2GPS3k):
     LAT/LON columns beside it (``yfcc4k_places365.csv`` from G3's release, or any of
     ``yfcc4k.csv``, ``info.csv``, ``yfcc4k.txt``, ``yfcc25600_places365.csv``), or named by ``meta``.
     G3's README links GeoEstimation's ``yfcc25600_places365.csv``, which lists more photos than
-    YFCC4k holds: with it, pass ``missing="skip"`` so only the photos present count."""
+    YFCC4k holds: only the photos present count (the default, ``missing="skip"``)."""
 
     kind = "yfcc4k"
     meta_name = "yfcc4k_places365.csv"
@@ -424,7 +444,7 @@ class YFCC4k(Im2GPS3k):
     images_from = (
         "the yfcc4k.zip archive of Vo et al.'s 'Revisiting IM2GPS' "
         "(https://github.com/lugiavn/revisiting-im2gps; linked from the G3 README); a metadata table "
-        "with more rows than the 4536 images (such as yfcc25600_places365.csv) needs missing='skip'"
+        "with more rows than the 4536 images (such as yfcc25600_places365.csv) is fine: only the photos present count"
     )
     id_columns = ("img_id", "image_id", "photo_id", "id", "image", "img", "path", "file", "filename")
 
@@ -831,7 +851,7 @@ def open_dataset(
     limit: int | None = None,
     sample: int | None = None,
     seed: int = 0,
-    missing: Missing = "error",
+    missing: Missing | None = None,
 ) -> Dataset:
     """Open a benchmark from a spec: ``im2gps3k:IMAGES``, ``im2gps:IMAGES``, ``yfcc4k:IMAGES``, a
     table path (``.csv``/``.tsv``/``.parquet``), a folder of geotagged photos, or a ``save_to_disk``
@@ -841,10 +861,15 @@ def open_dataset(
     ``sample`` draws N with ``random.Random(seed)`` from the stable (sorted by id) order, then
     ``limit`` keeps the first N. ``missing="error"`` fails when a selected image is not on disk;
     ``"skip"`` drops the missing ones first (the selection is then drawn from the images present)
-    and records how many."""
-    Selection(limit, sample, seed, missing).check()
+    and records how many. ``None`` takes the dataset's default: ``"skip"`` for the published
+    benchmarks (a folder often holds part of one; none present is still an error), ``"error"`` for
+    your own tables and folders (a missing file there is more likely a typo)."""
+    if missing is not None:
+        Selection(limit, sample, seed, missing).check()
     kind, target = _parse_spec(spec)
-    common: dict[str, Any] = {"limit": limit, "sample": sample, "seed": seed, "missing": missing}
+    common: dict[str, Any] = {"limit": limit, "sample": sample, "seed": seed}
+    if missing is not None:
+        common["missing"] = missing
     if kind in ("im2gps3k", "im2gps", "yfcc4k"):
         cls = {"im2gps3k": Im2GPS3k, "im2gps": Im2GPS, "yfcc4k": YFCC4k}[kind]
         if target is None or (target.is_file() and target.suffix.lower() in TABLE_SUFFIXES):

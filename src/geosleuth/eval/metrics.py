@@ -303,17 +303,302 @@ UNKNOWN_GROUP = "unknown"
 
 @metric("per_group")
 def per_group(records: Sequence[EvalRecord], *, distance: DistanceKind, radius_km: float) -> MetricValues:
-    """Accuracy (as :func:`accuracy`, misses included) per truth continent and per truth country:
-    ``{"continent": {name: {...}}, "country": {code: {...}}}``. Records without the field are
-    grouped under ``"unknown"``."""
+    """Accuracy (as :func:`accuracy`, misses included, with ``forced_acc@…`` beside it) per truth
+    continent, per truth country and per scene type (``truth_scene``: indoor / natural / urban,
+    the argmax of the dataset's scene probabilities): ``{"continent": {name: {...}}, "country":
+    {code: {...}}, "scene": {...}}``. Records without the field are grouped under ``"unknown"``."""
     o = _outcomes(records, distance, radius_km)
+    f = _forced(records, distance, radius_km)
     out: MetricValues = {}
     for field, values in (
         ("continent", [r.truth_continent for r in records]),
         ("country", [r.truth_country for r in records]),
+        ("scene", [r.truth_scene for r in records]),
     ):
         labels = np.array([v or UNKNOWN_GROUP for v in values], dtype=object)
-        out[field] = {str(g): _accuracy(o, labels == g) for g in sorted(set(labels.tolist()))}
+        groups: MetricValues = {}
+        for g in sorted(set(labels.tolist())):
+            mask = labels == g
+            forced_hits = {k: v for k, v in _hits(f.km[mask], "forced_").items() if "acc@" in k}
+            groups[str(g)] = {**_accuracy(o, mask), **forced_hits}
+        out[field] = groups
+    return out
+
+
+# --- forced answers, constant baselines, latency, calibration ------------------------------------
+
+#: The points a "constant guess" baseline may choose from (name, lat, lon): the most populous
+#: metropolitan areas of each continent and the most photographed capitals, fixed here so that the
+#: oracle baseline (the best of them in hindsight) means the same on every run.
+WORLD_CITIES: tuple[tuple[str, float, float], ...] = (
+    ("Paris", 48.8566, 2.3522),
+    ("London", 51.5074, -0.1278),
+    ("Rome", 41.9028, 12.4964),
+    ("Berlin", 52.5200, 13.4050),
+    ("Madrid", 40.4168, -3.7038),
+    ("Moscow", 55.7558, 37.6173),
+    ("Istanbul", 41.0082, 28.9784),
+    ("Cairo", 30.0444, 31.2357),
+    ("Lagos", 6.5244, 3.3792),
+    ("Nairobi", -1.2921, 36.8219),
+    ("Johannesburg", -26.2041, 28.0473),
+    ("Dubai", 25.2048, 55.2708),
+    ("Tehran", 35.6892, 51.3890),
+    ("Delhi", 28.6139, 77.2090),
+    ("Mumbai", 19.0760, 72.8777),
+    ("Bangkok", 13.7563, 100.5018),
+    ("Singapore", 1.3521, 103.8198),
+    ("Jakarta", -6.2088, 106.8456),
+    ("Beijing", 39.9042, 116.4074),
+    ("Shanghai", 31.2304, 121.4737),
+    ("Hong Kong", 22.3193, 114.1694),
+    ("Seoul", 37.5665, 126.9780),
+    ("Tokyo", 35.6762, 139.6503),
+    ("Sydney", -33.8688, 151.2093),
+    ("Auckland", -36.8485, 174.7633),
+    ("Honolulu", 21.3069, -157.8583),
+    ("Los Angeles", 34.0522, -118.2437),
+    ("San Francisco", 37.7749, -122.4194),
+    ("Vancouver", 49.2827, -123.1207),
+    ("Denver", 39.7392, -104.9903),
+    ("Chicago", 41.8781, -87.6298),
+    ("Toronto", 43.6532, -79.3832),
+    ("New York", 40.7128, -74.0060),
+    ("Washington", 38.9072, -77.0369),
+    ("Miami", 25.7617, -80.1918),
+    ("Mexico City", 19.4326, -99.1332),
+    ("Bogotá", 4.7110, -74.0721),
+    ("Lima", -12.0464, -77.0428),
+    ("São Paulo", -23.5505, -46.6333),
+    ("Buenos Aires", -34.6037, -58.3816),
+)
+ALWAYS_PARIS: tuple[str, float, float] = WORLD_CITIES[0]
+
+#: Reliability bins: equal-width confidence intervals [0, 0.1), [0.1, 0.2), ... [0.9, 1.0].
+CALIBRATION_BINS = 10
+#: Accuracy against these thresholds is what calibration is measured on (city and country).
+CALIBRATION_KM: tuple[float, ...] = (25.0, 750.0)
+#: Shares of the most confident forced answers that the accuracy-vs-coverage curve keeps.
+COVERAGES: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: The confidence above which an answer counts as confident (issue 14 §4: right within 750 km at
+#: least 80% of the time), and the bar wrong answers' mean confidence must stay under.
+CONFIDENT = 0.5
+WRONG_MEAN_CONFIDENCE_TARGET = 0.25
+CONFIDENT_RIGHT_TARGET = 0.8
+
+
+def _candidate_point(cand: Mapping[str, Any]) -> LatLon | None:
+    point = cand.get("point")
+    try:
+        if point is not None:
+            return point if isinstance(point, LatLon) else LatLon.model_validate(point)
+        return LatLon(lat=float(cand["lat"]), lon=float(cand["lon"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def forced_answer(record: EvalRecord) -> tuple[LatLon | None, float]:
+    """What a system that always answers would say, and with what confidence: the prediction of a
+    located record; else the top candidate (``candidates[0]``, confidence its ``p``); else the point
+    an abstention kept, if any; else ``(None, 0.0)``, a miss."""
+    if record.status == "located" and record.prediction is not None:
+        return record.prediction, record.confidence
+    if record.candidates:
+        point = _candidate_point(record.candidates[0])
+        if point is not None:
+            p = record.candidates[0].get("p")
+            return point, float(p) if isinstance(p, int | float) else record.confidence
+    if record.prediction is not None:
+        return record.prediction, record.confidence
+    return None, 0.0
+
+
+@dataclass(frozen=True)
+class _Forced:
+    km: FloatArray  # inf where there is no forced answer (a miss at every threshold)
+    confidence: FloatArray
+    has_answer: BoolArray
+
+
+def _forced(records: Sequence[EvalRecord], distance: DistanceKind, radius_km: float) -> _Forced:
+    answers = [forced_answer(r) for r in records]
+    km = np.full(len(records), np.inf)
+    with_point = [(i, records[i].truth, p) for i, (p, _) in enumerate(answers) if p is not None]
+    if with_point:
+        idx, truth, pred = zip(*with_point, strict=True)
+        km[list(idx)] = distance_km(truth, pred, distance, radius_km)
+    return _Forced(
+        km=km,
+        confidence=np.array([c for _, c in answers], dtype=np.float64),
+        has_answer=np.array([p is not None for p, _ in answers], dtype=bool),
+    )
+
+
+def _hits(km: FloatArray, prefix: str = "") -> MetricValues:
+    n = len(km)
+    out: MetricValues = {}
+    for t in THRESHOLDS_KM:
+        hits = int(np.count_nonzero(km <= t))
+        out[f"{prefix}acc@{_threshold_key(t)}"] = _ratio(hits, n)
+        out[f"{prefix}hits@{_threshold_key(t)}"] = hits
+    return out
+
+
+@metric("answers")
+def answers(records: Sequence[EvalRecord], *, distance: DistanceKind, radius_km: float) -> MetricValues:
+    """How the records ended: ``answered`` (located with a point), ``insufficient_evidence``,
+    ``errors`` (crashes), and how many abstentions still ranked a candidate (``abstained_with_candidate``,
+    what the forced answer uses) or had nothing at all (``no_forced_answer``)."""
+    o = _outcomes(records, distance, radius_km)
+    has_forced = [forced_answer(r)[0] is not None for r in records]
+    return {
+        "n": o.n,
+        "answered": int(o.answered.sum()),
+        "insufficient_evidence": sum(r.status == "insufficient_evidence" for r in records),
+        "errors": sum(r.status == "error" for r in records),
+        "answered_rate": _ratio(int(o.answered.sum()), o.n),
+        "abstained_with_candidate": sum(
+            f and not a for f, a in zip(has_forced, o.answered.tolist(), strict=True)
+        ),
+        "no_forced_answer": sum(not f for f in has_forced),
+    }
+
+
+@metric("forced")
+def forced(records: Sequence[EvalRecord], *, distance: DistanceKind, radius_km: float) -> MetricValues:
+    """Forced accuracy: every record answers with :func:`forced_answer` (the top candidate when the
+    pipeline abstained), as published systems always answer; a record with no candidate at all is
+    a miss (counted in ``n_without_answer``). Denominator: all records."""
+    f = _forced(records, distance, radius_km)
+    return {"n": len(records), "n_without_answer": int((~f.has_answer).sum()), **_hits(f.km)}
+
+
+@metric("baselines")
+def baselines(records: Sequence[EvalRecord], *, distance: DistanceKind, radius_km: float) -> MetricValues:
+    """Constant guesses on the same photos: always Paris (``paris_acc@…``), and an **oracle**
+    (``oracle_acc@…``) that picks, per threshold and in hindsight, the one city of
+    :data:`WORLD_CITIES` that scores best on these very records (``oracle_city@…`` names it). A
+    method that cannot beat these has learnt nothing about where photos are."""
+    n = len(records)
+    out: MetricValues = {"n": n, "cities": len(WORLD_CITIES), "paris": ALWAYS_PARIS[0]}
+    if not n:
+        return {**out, **_hits(np.zeros(0), "paris_"), **_hits(np.zeros(0), "oracle_")}
+    tlat, tlon = geo.latlon_arrays([r.truth for r in records])
+    clat = np.array([c[1] for c in WORLD_CITIES])
+    clon = np.array([c[2] for c in WORLD_CITIES])
+    km = geo.distance_km(
+        tlat[None, :], tlon[None, :], clat[:, None], clon[:, None], method=distance, radius_km=radius_km
+    )  # (cities, records)
+    out.update(_hits(km[WORLD_CITIES.index(ALWAYS_PARIS)], "paris_"))
+    for t in THRESHOLDS_KM:
+        counts = np.count_nonzero(km <= t, axis=1)
+        i = int(np.argmax(counts))  # ties: the first city listed
+        key = _threshold_key(t)
+        out[f"oracle_acc@{key}"] = _ratio(int(counts[i]), n)
+        out[f"oracle_hits@{key}"] = int(counts[i])
+        out[f"oracle_city@{key}"] = WORLD_CITIES[i][0]
+    return out
+
+
+@metric("latency")
+def latency(records: Sequence[EvalRecord], *, distance: DistanceKind, radius_km: float) -> MetricValues:
+    """Seconds per image (``record.seconds``: the pipeline's wall time for that image, waits for a
+    slot excluded): median, p90 (linear interpolation), mean, max; and the crashes (status
+    ``"error"``) by exception type."""
+    sec = np.array([r.seconds for r in records], dtype=np.float64)
+    types: dict[str, int] = {}
+    for r in records:
+        if r.status == "error":
+            types[r.error_type or "unknown"] = types.get(r.error_type or "unknown", 0) + 1
+    return {
+        "n": len(records),
+        "median_s": float(np.median(sec)) if sec.size else None,
+        "p90_s": float(np.percentile(sec, 90)) if sec.size else None,
+        "mean_s": float(sec.mean()) if sec.size else None,
+        "max_s": float(sec.max()) if sec.size else None,
+        "crashes": sum(types.values()),
+        "crash_types": dict(sorted(types.items())),
+    }
+
+
+def reliability(
+    confidence: FloatArray, km: FloatArray, *, bins: int = CALIBRATION_BINS
+) -> tuple[list[MetricValues], dict[str, float | None]]:
+    """Reliability table over ``bins`` equal-width confidence bins (the last one closed at 1.0):
+    per bin its range, ``n``, mean confidence and accuracy at each of :data:`CALIBRATION_KM`; and
+    the expected calibration error per threshold, ``sum_b n_b / N * |acc_b - conf_b|`` (empty bins
+    add nothing; ``None`` without records)."""
+    conf = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    table: list[MetricValues] = []
+    ece = dict.fromkeys((f"ece@{_threshold_key(t)}" for t in CALIBRATION_KM), 0.0)
+    total = len(conf)
+    for b in range(bins):
+        mask = which == b
+        nb = int(mask.sum())
+        row: MetricValues = {"lo": b / bins, "hi": (b + 1) / bins, "n": nb}
+        row["mean_confidence"] = float(conf[mask].mean()) if nb else None
+        for t in CALIBRATION_KM:
+            key = _threshold_key(t)
+            acc = float(np.count_nonzero(km[mask] <= t)) / nb if nb else None
+            row[f"acc@{key}"] = acc
+            if nb and acc is not None:
+                ece[f"ece@{key}"] += nb / total * abs(acc - row["mean_confidence"])
+        table.append(row)
+    return table, {k: (v if total else None) for k, v in ece.items()}
+
+
+def coverage_curve(
+    confidence: FloatArray, km: FloatArray, coverages: Sequence[float] = COVERAGES
+) -> list[MetricValues]:
+    """Accuracy when only the most confident ``ceil(x * N)`` answers are kept, for each share ``x``
+    (ties in confidence keep the records' order), with the lowest confidence kept."""
+    n = len(confidence)
+    if not n:
+        return []
+    order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable")
+    out = []
+    for x in coverages:
+        k = max(1, math.ceil(x * n - 1e-9))
+        top = order[:k]
+        row: MetricValues = {"coverage": x, "n": k, "min_confidence": float(confidence[top].min())}
+        row.update({k2: v for k2, v in _hits(km[top]).items() if k2.startswith("acc@")})
+        out.append(row)
+    return out
+
+
+@metric("calibration")
+def calibration(records: Sequence[EvalRecord], *, distance: DistanceKind, radius_km: float) -> MetricValues:
+    """Is the confidence a probability of being right? For the ``answered`` records (located, their
+    confidence) and for ``forced`` answers (every record, :func:`forced_answer`): a reliability table
+    and the expected calibration error against correctness within 25 km and 750 km (10 equal-width
+    bins, :func:`reliability`). ``coverage``: forced answers ranked by confidence, accuracy of the
+    top x% (:func:`coverage_curve`). The issue-14 §4 targets: the share of answers with
+    confidence >= 0.5 right within 750 km (target >= 0.8) and the mean confidence of answers wrong
+    by more than 750 km (target < 0.25)."""
+    o = _outcomes(records, distance, radius_km)
+    f = _forced(records, distance, radius_km)
+    conf = np.array([r.confidence for r in records], dtype=np.float64)
+    ans_conf, ans_km = conf[o.answered], o.km[o.answered]
+    out: MetricValues = {
+        "bins": CALIBRATION_BINS,
+        "binning": f"{CALIBRATION_BINS} equal-width bins of confidence on [0, 1]",
+    }
+    for name, c, km in (("answered", ans_conf, ans_km), ("forced", f.confidence, f.km)):
+        table, ece = reliability(c, km)
+        out[f"{name}_n"] = len(c)
+        out.update({f"{name}_{k}": v for k, v in ece.items()})
+        out[f"{name}_reliability"] = table
+    out["coverage"] = coverage_curve(f.confidence, f.km)
+    confident = ans_conf >= CONFIDENT
+    wrong = ans_km > 750.0
+    n_confident = int(confident.sum())
+    out["n_confident"] = n_confident
+    out["confident_right@750km"] = _ratio(int(np.count_nonzero(ans_km[confident] <= 750.0)), n_confident)
+    out["confident_right_target"] = CONFIDENT_RIGHT_TARGET
+    out["n_wrong"] = int(wrong.sum())
+    out["wrong_mean_confidence"] = float(ans_conf[wrong].mean()) if wrong.any() else None
+    out["wrong_mean_confidence_target"] = WRONG_MEAN_CONFIDENCE_TARGET
     return out
 
 
@@ -549,32 +834,45 @@ def footer_from_rows(
 
 
 __all__ = [
+    "ALWAYS_PARIS",
+    "CALIBRATION_BINS",
+    "CALIBRATION_KM",
+    "COVERAGES",
     "GEOSCORE_MAX",
     "GEOSCORE_SCALE_KM",
     "METRICS",
+    "WORLD_CITIES",
     "GeoEstimationFooter",
     "GeoEstimationRow",
     "MetricFn",
     "MetricsReport",
     "UnknownMetricError",
     "accuracy",
+    "answers",
     "area_to_cover_km2",
+    "baselines",
+    "calibration",
     "cap_area_km2",
     "compute",
     "cost",
+    "coverage_curve",
     "distance_km",
     "error_km",
     "footer_from_rows",
+    "forced",
+    "forced_answer",
     "geoscore",
     "geoscore_points",
     "get_metric",
     "globe_area_km2",
+    "latency",
     "log_area_auc",
     "metric",
     "per_group",
     "ranked_circles",
     "read_geoestimation_results",
     "recall_at_areas",
+    "reliability",
     "rva",
     "rva_budgets_km2",
     "valid_rate",

@@ -66,6 +66,38 @@ class EvalRecord(BaseModel):
     error_type: str | None = None
     truth_country: str | None = None
     truth_continent: str | None = None
+    truth_scene: str | None = Field(
+        default=None,
+        description="The photo's scene type from the dataset's metadata (indoor, natural or urban: the "
+        "argmax of Prob_indoor/Prob_natural/Prob_urban); None when the dataset has none. Records "
+        "written before this field read as None.",
+    )
 
 
-__all__ = ["THRESHOLDS_KM", "THRESHOLD_NAMES", "DistanceKind", "EvalRecord", "Sample"]
+#: Scene type -> the metadata column (GeoEstimation's places365 tables) holding its probability.
+SCENE_COLUMNS: dict[str, str] = {"indoor": "Prob_indoor", "natural": "Prob_natural", "urban": "Prob_urban"}
+
+
+def scene_of(meta: dict[str, Any]) -> str | None:
+    """The scene type whose probability is highest in a sample's metadata (ties: the first of
+    indoor, natural, urban); None unless all three probabilities are there and are numbers."""
+    probs: dict[str, float] = {}
+    for scene, column in SCENE_COLUMNS.items():
+        try:
+            probs[scene] = float(meta[column])
+        except (KeyError, TypeError, ValueError):
+            return None
+    if not all(p == p for p in probs.values()):  # NaN
+        return None
+    return max(probs, key=lambda k: probs[k])
+
+
+__all__ = [
+    "SCENE_COLUMNS",
+    "THRESHOLDS_KM",
+    "THRESHOLD_NAMES",
+    "DistanceKind",
+    "EvalRecord",
+    "Sample",
+    "scene_of",
+]

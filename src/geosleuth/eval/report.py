@@ -3,9 +3,14 @@
 ``write_report(RUN)`` writes, next to ``records.jsonl``:
 
 * ``report.md``: accuracy at 1/25/200/750/2500 km, median and mean error, GeoScore, valid-output
-  rate, cost per image, per-continent accuracy, Recall-vs-Area, the distance used, provenance;
+  rate, cost per image, Recall-vs-Area; answered vs "too little evidence", accuracy over all, among
+  answered and forced, beside constant-guess baselines (always Paris, the best city in hindsight);
+  per scene type and per continent; latency (median, p90) and crashes; calibration (reliability,
+  ECE, accuracy vs coverage, the issue-14 targets); the worst confident misses and what the answered
+  photos read; whether the run covers only part of a benchmark; the distance used, provenance;
 * ``metrics.csv`` (one row, flat) and ``metrics.json`` (everything);
-* ``error_cdf.png``, ``rva.png``, ``error_map.png`` (truth -> prediction over a land mask).
+* ``error_cdf.png``, ``rva.png``, ``error_map.png`` (truth -> prediction over a land mask),
+  ``reliability.png`` (confidence bin -> accuracy at 25 and 750 km) and ``coverage.png``.
 
 The published anchors (DESIGN.md §3) are accuracies within 1/25/200/750/2500 km on Im2GPS3k and
 YFCC4k; they were computed with the WGS-84 geodesic, so compare against a run's geodesic table.
@@ -19,11 +24,27 @@ from pathlib import Path
 from typing import Any
 
 from geosleuth.errors import GeoSleuthError, MissingDependencyError
-from geosleuth.eval.metrics import MetricsReport, compute
+from geosleuth.eval.datasets import subset_note
+from geosleuth.eval.metrics import CALIBRATION_KM, MetricsReport, compute
 from geosleuth.eval.records import THRESHOLDS_KM, DistanceKind, EvalRecord
 from geosleuth.eval.runner import PREDICTIONS, PROVENANCE, RECORDS, PredictionStore, RecordStore, error_km
+from geosleuth.schemas import Prediction
 
-REPORT_FILES = ("report.md", "metrics.csv", "metrics.json", "error_cdf.png", "rva.png", "error_map.png")
+REPORT_FILES = (
+    "report.md",
+    "metrics.csv",
+    "metrics.json",
+    "error_cdf.png",
+    "rva.png",
+    "error_map.png",
+    "reliability.png",
+    "coverage.png",
+)
+#: How many rows the "worst confident misses" and "what the answered ones read" lists keep.
+WORST_MISSES = 10
+ANSWERED_SHOWN = 40
+#: Characters of untrusted photo text shown per cell.
+TEXT_CHARS = 90
 
 # Accuracy (%) within 1 / 25 / 200 / 750 / 2500 km, as published (DESIGN.md §3).
 ANCHORS: dict[str, dict[str, tuple[float, ...]]] = {
@@ -70,9 +91,12 @@ def write_report(
     records, prov = load_run(folder)
     if not records:
         raise GeoSleuthError(f"{folder}: no records yet; run `geosleuth eval run` first")
+    records = backfill_scenes(records, prov)
     report = compute(records, distance=distance)
     links = per_image_reports(folder, records) if per_image else []
+    predictions = _predictions(folder)
     text = markdown(report, prov, folder)
+    text += evidence_markdown(records, predictions, distance=distance, radius_km=report.radius_km)
     if links:
         text += _links_markdown(links)
     written = [
@@ -83,6 +107,40 @@ def write_report(
     if plots:
         written += _plots(folder, records, report, distance)
     return written + [folder / link for _, link, _ in links]
+
+
+def backfill_scenes(records: list[EvalRecord], prov: dict[str, Any]) -> list[EvalRecord]:
+    """Records written before ``truth_scene`` existed get it from the dataset's metadata table
+    named in the provenance, when that table is still there and has the scene columns; records
+    that have it, or runs without such a table, are returned unchanged."""
+    if not records or any(r.truth_scene for r in records):
+        return records
+    files = prov.get("dataset", {}).get("meta_files") or []
+    if len(files) != 1 or not Path(files[0]).is_file():
+        return records
+    from geosleuth.eval.records import SCENE_COLUMNS, scene_of
+    from geosleuth.retrieval.tables import read_table
+
+    try:
+        columns = read_table(Path(files[0]))
+    except (GeoSleuthError, OSError, ValueError):
+        return records
+    id_col = next((c for c in columns if c.lower() in ("img_id", "id", "image_id")), None)
+    if id_col is None or not all(c in columns for c in SCENE_COLUMNS.values()):
+        return records
+    scenes = {
+        str(sid): scene_of({c: columns[c][i] for c in SCENE_COLUMNS.values()})
+        for i, sid in enumerate(columns[id_col])
+    }
+    return [r.model_copy(update={"truth_scene": scenes.get(r.sample_id)}) for r in records]
+
+
+def _predictions(folder: Path) -> dict[str, Prediction] | None:
+    path = folder / PREDICTIONS
+    if not path.is_file():
+        return None
+    with PredictionStore(path) as store:
+        return store.latest()
 
 
 def per_image_reports(folder: Path, records: list[EvalRecord]) -> list[tuple[EvalRecord, str, float | None]]:
@@ -148,19 +206,11 @@ def markdown(report: MetricsReport, prov: dict[str, Any], folder: Path) -> str:
             f"within 10⁵ km², {_pct(rva.get('recall@1e7km2'))} within 10⁷ km²; "
             f"AUC over log-area {_num(rva.get('auc_log_area'), 3)}."
         )
-    groups = m.get("per_group", {}).get("continent", {})
-    if groups:
-        lines += [
-            "",
-            "| continent | n | " + " | ".join(f"≤{t:g} km" for t in THRESHOLDS_KM) + " |",
-            "|" + "---|" * (len(THRESHOLDS_KM) + 2),
-        ]
-        for name, values in sorted(groups.items(), key=lambda kv: -int(kv[1].get("n", 0))):
-            lines.append(
-                f"| {name} | {values.get('n', 0)} | "
-                + " | ".join(_pct(values.get(f"acc@{t:g}km")) for t in THRESHOLDS_KM)
-                + " |"
-            )
+    lines += _answers_markdown(m, ds)
+    for field, title in (("scene", "scene type"), ("continent", "continent")):
+        lines += _group_markdown(m.get("per_group", {}).get(field, {}), field, title)
+    lines += _latency_markdown(m.get("latency", {}))
+    lines += _calibration_markdown(m.get("calibration", {}))
     lines += [
         "",
         f"Dataset checksum {str(ds.get('checksum', '?'))[:16]}; pipeline {str(prov.get('pipeline_fingerprint', '?'))[:16]}; "
@@ -169,6 +219,223 @@ def markdown(report: MetricsReport, prov: dict[str, Any], folder: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _thresholds_head(first: str) -> list[str]:
+    return [
+        f"| {first} | n | " + " | ".join(f"≤{t:g} km" for t in THRESHOLDS_KM) + " |",
+        "|" + "---|" * (len(THRESHOLDS_KM) + 2),
+    ]
+
+
+def _acc_cells(values: dict[str, Any], prefix: str = "") -> str:
+    return " | ".join(_pct(values.get(f"{prefix}acc@{t:g}km")) for t in THRESHOLDS_KM)
+
+
+def _answers_markdown(m: dict[str, Any], ds: dict[str, Any]) -> list[str]:
+    ans, acc, forced = m.get("answers", {}), m.get("accuracy", {}), m.get("forced", {})
+    base = m.get("baselines", {})
+    lines = [""]
+    subset = ds.get("subset")
+    if not subset and ds.get("missing") and ds.get("rows"):  # runs recorded before the subset line
+        subset = subset_note(str(ds.get("name", "?")), int(ds["rows"]) - int(ds["missing"]), int(ds["rows"]))
+    if subset:
+        lines += [f"**Subset:** {subset} (not comparable with numbers on the whole benchmark).", ""]
+    if not ans:
+        return lines
+    lines += [
+        "## Answers",
+        "",
+        f"Answered: **{ans.get('answered', 0)}** of {ans.get('n', 0)} ({_pct(ans.get('answered_rate'))}); "
+        f'"too little evidence": {ans.get("insufficient_evidence", 0)}; crashes: {ans.get("errors", 0)}. '
+        f"Forced answers: the top candidate of {ans.get('abstained_with_candidate', 0)} abstentions; "
+        f"{ans.get('no_forced_answer', 0)} records had no candidate at all and count as forced misses.",
+        "",
+        *_thresholds_head("accuracy"),
+        f"| all (abstentions are misses) | {acc.get('n', 0)} | {_acc_cells(acc)} |",
+        f"| among answered | {acc.get('n_located', 0)} | {_acc_cells(acc, 'located_')} |",
+        f"| forced (top candidate always) | {forced.get('n', 0)} | {_acc_cells(forced)} |",
+    ]
+    if base:
+        cities = ", ".join(dict.fromkeys(str(base.get(f"oracle_city@{t:g}km", "?")) for t in THRESHOLDS_KM))
+        lines += [
+            f"| baseline: always {base.get('paris', 'Paris')} | {base.get('n', 0)} | {_acc_cells(base, 'paris_')} |",
+            f"| baseline (oracle): best of {base.get('cities', 0)} cities in hindsight ({cities}) "
+            f"| {base.get('n', 0)} | {_acc_cells(base, 'oracle_')} |",
+        ]
+        beats = [
+            (forced.get(f"acc@{t:g}km") or 0) > (base.get(f"oracle_acc@{t:g}km") or 0) for t in THRESHOLDS_KM
+        ]
+        lines += [
+            "",
+            f"Forced accuracy beats the oracle constant guess at {sum(beats)} of {len(beats)} thresholds"
+            + (
+                " (" + ", ".join(f"{t:g} km" for t, b in zip(THRESHOLDS_KM, beats, strict=True) if b) + ")."
+                if any(beats)
+                else "."
+            ),
+        ]
+    return lines
+
+
+def _group_markdown(groups: dict[str, Any], field: str, title: str) -> list[str]:
+    if not groups:
+        return []
+    lines = ["", f"## Per {title}", ""]
+    if field == "scene":
+        lines += [
+            "Scene type: the argmax of the metadata's Prob_indoor / Prob_natural / Prob_urban.",
+            "",
+        ]
+    lines += [
+        f"| {field} | n | answered | "
+        + " | ".join(f"≤{t:g} km" for t in THRESHOLDS_KM)
+        + " | forced ≤25 km | forced ≤750 km | forced ≤2500 km |",
+        "|" + "---|" * (len(THRESHOLDS_KM) + 6),
+    ]
+    for name, v in sorted(groups.items(), key=lambda kv: -int(kv[1].get("n", 0))):
+        forced = " | ".join(_pct(v.get(f"forced_acc@{t:g}km")) for t in (25.0, 750.0, 2500.0))
+        lines.append(f"| {name} | {v.get('n', 0)} | {v.get('n_located', 0)} | {_acc_cells(v)} | {forced} |")
+    return lines
+
+
+def _latency_markdown(lat: dict[str, Any]) -> list[str]:
+    if not lat:
+        return []
+    types = ", ".join(f"{k} {v}" for k, v in lat.get("crash_types", {}).items())
+    return [
+        "",
+        f"Latency per image: median {_num(lat.get('median_s'), 2)} s, p90 {_num(lat.get('p90_s'), 2)} s, "
+        f"mean {_num(lat.get('mean_s'), 2)} s, max {_num(lat.get('max_s'), 2)} s. "
+        f"Crashes (status error): {lat.get('crashes', 0)}" + (f" ({types})." if types else "."),
+    ]
+
+
+def _calibration_markdown(cal: dict[str, Any]) -> list[str]:
+    if not cal:
+        return []
+    right, wrong = cal.get("confident_right@750km"), cal.get("wrong_mean_confidence")
+    right_target = float(cal.get("confident_right_target", 0.8))
+    wrong_target = float(cal.get("wrong_mean_confidence_target", 0.25))
+    lines = [
+        "",
+        "## Calibration",
+        "",
+        f"Binning: {cal.get('binning', '?')}; ECE = Σ n_b/N · |accuracy_b − mean confidence_b|, correctness "
+        "meaning within 25 km or within 750 km. Forced answers carry their top candidate's probability.",
+        "",
+        "| set | n | ECE (25 km) | ECE (750 km) |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {cal.get(f'{name}_n', 0)} | {_num(cal.get(f'{name}_ece@25km'), 3)} | "
+            f"{_num(cal.get(f'{name}_ece@750km'), 3)} |"
+            for name in ("answered", "forced")
+        ),
+        "",
+        f"Answers with confidence ≥ 0.5 right within 750 km: {_pct(right)} of {cal.get('n_confident', 0)} "
+        f"(target ≥ {_pct(right_target)}{_verdict(None if right is None else right >= right_target)}). "
+        f"Mean confidence of answers wrong by > 750 km: {_num(wrong, 3)} over {cal.get('n_wrong', 0)} "
+        f"(target < {wrong_target:.2f}{_verdict(None if wrong is None else wrong < wrong_target)}).",
+    ]
+    for name in ("answered", "forced"):
+        rows = [r for r in cal.get(f"{name}_reliability", []) if r.get("n")]
+        if not rows:
+            continue
+        lines += [
+            "",
+            f"Reliability ({name}):",
+            "",
+            "| confidence | n | mean confidence | ≤25 km | ≤750 km |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['lo']:.1f}–{r['hi']:.1f} | {r['n']} | {_num(r['mean_confidence'], 3)} | "
+            f"{_pct(r.get('acc@25km'))} | {_pct(r.get('acc@750km'))} |"
+            for r in rows
+        ]
+    cov = cal.get("coverage", [])
+    if cov:
+        lines += [
+            "",
+            "Accuracy vs coverage (forced answers ranked by confidence; keep the top x%):",
+            "",
+            "| coverage | n | min confidence | " + " | ".join(f"≤{t:g} km" for t in THRESHOLDS_KM) + " |",
+            "|" + "---|" * (len(THRESHOLDS_KM) + 3),
+        ]
+        lines += [
+            f"| {100 * r['coverage']:g}% | {r['n']} | {_num(r['min_confidence'], 3)} | {_acc_cells(r)} |"
+            for r in cov
+        ]
+    return lines
+
+
+def _verdict(met: bool | None) -> str:
+    return "" if met is None else ", met" if met else ", NOT met"
+
+
+def _md_text(value: object, limit: int = TEXT_CHARS) -> str:
+    """Untrusted text (read from a photo) as one inert Markdown code span: printable characters
+    only, whitespace folded, cut to ``limit``, backticks replaced and pipes escaped for tables."""
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in str(value)).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = text.replace("`", "'").replace("|", "\\|")
+    return f"`{text}`" if text else "–"
+
+
+def _what_it_read(pred: Prediction | None) -> tuple[str, str]:
+    """(the text lines read, the evidence ids and values) of one prediction, as table cells."""
+    if pred is None:
+        return "(no prediction kept)", "–"
+    text = _md_text(" / ".join(line.text for line in pred.text_lines)) if pred.text_lines else "–"
+    evidence = "; ".join(f"{e.id}: {e.value}" for e in pred.evidence)
+    return text, _md_text(evidence, 2 * TEXT_CHARS) if evidence else "–"
+
+
+def evidence_markdown(
+    records: list[EvalRecord],
+    predictions: dict[str, Prediction] | None,
+    *,
+    distance: DistanceKind = "geodesic",
+    radius_km: float = 6371.0,
+) -> str:
+    """For a person to look at: the most confident answers wrong by more than 750 km, and what the
+    answered photos read (text and evidence, from ``predictions.jsonl``; escaped and cut, since it
+    is text from the photos)."""
+    from geosleuth.eval.metrics import distance_km
+
+    answered = [r for r in records if r.status == "located" and r.prediction is not None]
+    if not answered:
+        return ""
+    km = distance_km(
+        [r.truth for r in answered], [r.prediction for r in answered if r.prediction], distance, radius_km
+    )
+    rows = sorted(zip(answered, km.tolist(), strict=True), key=lambda rk: -rk[0].confidence)
+    preds = predictions or {}
+    out = ["", "## Worst confident misses (answered, wrong by > 750 km)", ""]
+    if predictions is None:
+        out += [f"(no {PREDICTIONS} in the run folder: the text read is not known)", ""]
+    misses = [(r, d) for r, d in rows if d > 750.0][:WORST_MISSES]
+    head = "| sample | confidence | error km | basis | text read | evidence |\n|---|---|---|---|---|---|"
+    out += [head] if misses else ["None."]
+    for r, d in misses:
+        text, evidence = _what_it_read(preds.get(r.key))
+        out.append(
+            f"| {_md_text(r.sample_id, 60)} | {r.confidence:.2f} | {d:,.0f} | {r.basis or '–'} | {text} | {evidence} |"
+        )
+    shown = rows[:ANSWERED_SHOWN]
+    out += [
+        "",
+        f"## What the answered photos read ({len(shown)} of {len(rows)}, most confident first)",
+        "",
+        head,
+    ]
+    for r, d in shown:
+        text, evidence = _what_it_read(preds.get(r.key))
+        out.append(
+            f"| {_md_text(r.sample_id, 60)} | {r.confidence:.2f} | {d:,.0f} | {r.basis or '–'} | {text} | {evidence} |"
+        )
+    return "\n".join(out) + "\n"
 
 
 def compare(folders: list[Path], *, anchors: bool = False, distance: DistanceKind = "geodesic") -> str:
@@ -290,6 +557,41 @@ def _plots(
     ax.set(xlim=(-180, 180), ylim=(-90, 90), xlabel="longitude", ylabel="latitude")
     ax.set_title("Truth → prediction (× = no answer)")
     out.append(_save(fig, folder / "error_map.png"))
+
+    cal = report.metrics.get("calibration", {})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, name in zip(axes, ("answered", "forced"), strict=True):
+        rows = [r for r in cal.get(f"{name}_reliability", []) if r.get("n")]
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+        for t, color in zip(CALIBRATION_KM, ("tab:blue", "tab:orange"), strict=True):
+            if rows:
+                ax.plot(
+                    [r["mean_confidence"] for r in rows],
+                    [r[f"acc@{t:g}km"] for r in rows],
+                    marker="o",
+                    color=color,
+                    label=f"≤{t:g} km (ECE {cal.get(f'{name}_ece@{t:g}km') or 0:.3f})",
+                )
+        for r in rows:
+            ax.annotate(str(r["n"]), (r["mean_confidence"], 0.02), fontsize=7, ha="center", color="grey")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean confidence in bin", ylabel="accuracy in bin")
+        ax.set_title(f"Reliability, {name} (n={cal.get(f'{name}_n', 0)}; grey: n per bin)")
+        ax.legend(loc="upper left", fontsize=8)
+    out.append(_save(fig, folder / "reliability.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cov = cal.get("coverage", [])
+    for t in THRESHOLDS_KM:
+        if cov:
+            ax.plot(
+                [r["coverage"] for r in cov], [r[f"acc@{t:g}km"] for r in cov], marker=".", label=f"≤{t:g} km"
+            )
+    ax.set(xscale="log", xlim=(0.009, 1.05), ylim=(0, 1), xlabel="coverage (most confident share kept)")
+    ax.set(ylabel="accuracy of the kept forced answers")
+    ax.set_title("Accuracy vs coverage")
+    if cov:
+        ax.legend(fontsize=8)
+    out.append(_save(fig, folder / "coverage.png"))
     return out
 
 

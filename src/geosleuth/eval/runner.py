@@ -32,7 +32,7 @@ from typing import Any, Self
 from geosleuth.agents.pipeline import Locator
 from geosleuth.errors import GeoSleuthError, ImageInputError
 from geosleuth.eval.datasets import Dataset
-from geosleuth.eval.records import EvalRecord, Sample
+from geosleuth.eval.records import EvalRecord, Sample, scene_of
 from geosleuth.gazetteer import Gazetteer
 from geosleuth.geo import geodesic_km
 from geosleuth.schemas import Prediction
@@ -202,6 +202,7 @@ def to_record(
         seconds=round(seconds, 4),
         truth_country=place.country_code if place else None,
         truth_continent=place.continent_code if place else None,
+        truth_scene=scene_of(sample.meta),
     )
 
 
@@ -215,6 +216,7 @@ def error_record(key: str, dataset: str, sample: Sample, exc: BaseException, sec
         seconds=round(seconds, 4),
         error=str(exc) if isinstance(exc, GeoSleuthError) else f"{type(exc).__name__}: {exc}",
         error_type=type(exc).__name__,
+        truth_scene=scene_of(sample.meta),
     )
 
 
