@@ -180,3 +180,21 @@ def test_a_cache_dir_that_cannot_be_made_names_the_fix(tmp_path):
     g = gaz.Gazetteer(tmp_path / "a-file" / "cache")
     with pytest.raises(ConfigError, match=r"cannot be created.*set GEOSLEUTH_CACHE_DIR or --cache-dir"):
         g.ensure_built()
+
+
+def test_reverse_geocoding_by_scan_and_by_tree_agree(gazetteer):
+    # A new process scans for its first few hundred points, then builds the tree: same answers.
+    pytest.importorskip("scipy")
+    a = gazetteer._arrays
+    rng = np.random.default_rng(8)
+    on_places = rng.choice(len(a["lat"]), 150)
+    lat = np.concatenate([rng.uniform(-60, 70, 150), a["lat"][on_places] + rng.normal(0, 0.02, 150)])
+    lon = np.concatenate([rng.uniform(-180, 180, 150), a["lon"][on_places] + rng.normal(0, 0.02, 150)])
+    gazetteer._points_asked = 0
+    gazetteer.__dict__.pop("_tree", None)
+    scan = gazetteer._nearest(lat[:200], lon[:200])
+    assert "_tree" not in gazetteer.__dict__  # 200 points: no tree yet
+    tree = gazetteer._nearest(lat[:200], lon[:200])
+    assert "_tree" in gazetteer.__dict__  # past 256 points asked
+    assert np.array_equal(scan[0], tree[0])
+    assert np.allclose(scan[1], tree[1], rtol=0, atol=1e-6)

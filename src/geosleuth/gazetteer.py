@@ -52,6 +52,9 @@ INDEX_SCHEMA = 6
 MIN_KEY_LEN = 3
 MIN_KEY_LEN_DENSE = 2
 
+# Reverse geocoding scans the places for the first this many points a process asks about, then
+# builds a k-d tree.
+_SCAN_POINTS = 256
 _MASK_ROWS, _MASK_COLS = 21600, 43200  # global-land-mask: 1/120 degree from 90N and 180W
 
 CONTINENT_NAMES = {
@@ -215,6 +218,7 @@ class Gazetteer:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._tz_offsets: dict[tuple[str, str], int | None] = {}
+        self._points_asked = 0
 
     # -- index files --
 
@@ -413,12 +417,18 @@ class Gazetteer:
         minus its rough radius wins, so a point 4 km from the centre of Paris is in Paris, not in
         the suburb whose centre is 3.6 km away. The 128 come from a k-d tree over unit vectors
         (chord distances in float64: float32 cannot tell 3 km from 4 km), ~0.1 ms a point, or
-        without scipy from a brute-force dot product, ~2 ms a point."""
+        from a brute-force dot product, ~2 ms a point: for the first few hundred points a process
+        asks about (no scipy import, no tree to build) and without scipy."""
         vecs = self._place_vectors
         pop = self._arrays["pop"]
         queries = to_unit_vectors(lat, lon).reshape(-1, 3)
         k = min(128, len(vecs) - 1)
-        tree = self._tree
+        # A process that asks about a few points (one photo, a shell loop) scans; the tree (scipy's
+        # import and build cost ~0.5 s) pays off once a few hundred points have been asked about.
+        with self._lock:
+            self._points_asked += len(queries)
+            use_tree = "_tree" in self.__dict__ or self._points_asked > _SCAN_POINTS
+        tree = self._tree if use_tree else None
         if tree is not None:
             chord, near = tree.query(queries, k=k)
             d_all = chord_to_km(chord)
@@ -430,8 +440,12 @@ class Gazetteer:
         for start in range(0, len(queries), 32):
             cos = queries[start : start + 32] @ vecs.T
             near = np.argpartition(-cos, k, axis=1)[:, :k]
-            for row, cand in enumerate(near):
-                d = chord_to_km(np.sqrt(np.clip(2.0 - 2.0 * cos[row, cand], 0.0, 4.0)))
+            for row, cand in enumerate(np.sort(near, axis=1)):
+                # the chord as the tree measures it (a difference of vectors, not 2 - 2 cos), so
+                # both paths give the same distances
+                d = chord_to_km(np.sqrt(((vecs[cand] - queries[start + row]) ** 2).sum(axis=1)))
+                order = np.argsort(d, kind="stable")  # nearest first, as the tree answers
+                cand, d = cand[order], d[order]
                 j = int(np.argmin(d - city_radius_km(pop[cand])))
                 best[start + row] = cand[j]
                 dist[start + row] = d[j]
