@@ -85,6 +85,31 @@ def small_sign_photo(
     return img, (left, top, left + plate.width, top + plate.height)
 
 
+NOTO = "/usr/share/fonts/truetype/noto"
+# A street sign in each of the world's major scripts (fonts-noto-core, fonts-noto-cjk): its lines,
+# its font, and words its reading must contain. Rendered when needed (tests skip without the font).
+SCRIPT_SIGNS: dict[str, tuple[list[str], str, list[str]]] = {
+    "Cyrl": (["улица Ленина", "Москва"], f"{NOTO}/NotoSans-Bold.ttf", ["Москва"]),
+    "Grek": (["Οδός Ερμού", "Αθήνα"], f"{NOTO}/NotoSans-Bold.ttf", ["Αθήνα"]),
+    "Arab": (["شارع الملك فهد", "الرياض"], f"{NOTO}/NotoSansArabic-Bold.ttf", ["الرياض"]),
+    "Hebr": (["רחוב הרצל", "תל אביב"], f"{NOTO}/NotoSansHebrew-Bold.ttf", ["הרצל"]),
+    "Deva": (["महात्मा गांधी मार्ग", "नई दिल्ली"], f"{NOTO}/NotoSansDevanagari-Bold.ttf", ["दिल्ली"]),
+    "Thai": (["ถนนสุขุมวิท", "กรุงเทพมหานคร"], f"{NOTO}/NotoSansThai-Bold.ttf", ["กรุงเทพ"]),
+    "Hang": (["세종대로", "서울특별시"], CJK_FONT, ["서울"]),
+    "Hans": (["南京东路", "上海市"], CJK_FONT, ["上海"]),
+    "Jpan": (["渋谷駅 ハチ公口", "とうきょう"], CJK_FONT, ["渋谷"]),
+    "Latn": (["Strøget", "København K"], LATIN_FONT, ["Strøget"]),
+}
+
+
+def script_sign(script: str, *, seed: int = 0) -> Image.Image:
+    """The sign of ``SCRIPT_SIGNS[script]``; raises FileNotFoundError when its font is not installed."""
+    lines, font, _ = SCRIPT_SIGNS[script]
+    if not Path(font).exists():
+        raise FileNotFoundError(f"{font} (apt-get install fonts-noto-core fonts-noto-cjk)")
+    return sign(lines, font=font, size=44, seed=seed)
+
+
 def rational(x: float, den: int = 10000) -> tuple[int, int]:
     return (round(x * den), den)
 

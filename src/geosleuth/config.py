@@ -57,6 +57,10 @@ class OCRSettings(_Section):
     min_confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="Drop words read below this.")
     max_side: int = Field(default=2000, ge=64, description="Downscale images to this longest side first.")
     tesseract_cmd: str = Field(default="tesseract", description="Tesseract executable (name or path).")
+    tesseract_api: bool = Field(
+        default=True,
+        description="Run Tesseract in-process through libtesseract (models loaded once); false: run the program.",
+    )
     timeout_s: float = Field(default=60.0, gt=0)
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _STRICT = ConfigDict(extra="forbid", frozen=False, ser_json_inf_nan="strings")
 
@@ -260,6 +260,20 @@ class TextLine(BaseModel):
     alternatives: tuple[str, ...] = Field(
         default=(), description="Other readings of the same line (another engine, or the line read whole)."
     )
+    script: str | None = Field(
+        default=None,
+        description="ISO 15924 code of the script most of its letters are in (Latn, Cyrl, Hang, Jpan, ...); "
+        "filled from the text when not given, None when it has no letters.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_script(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("script") is None and isinstance(data.get("text"), str):
+            from geosleuth.tools.ocr.scripts import text_script
+
+            data = {**data, "script": text_script(data["text"])}
+        return data
 
 
 class ToolCall(BaseModel):

@@ -13,7 +13,7 @@ from geosleuth.schemas import EvidenceKind, StageStatus, TraceStep
 from geosleuth.tools.clues import MIN_LANGUAGE_CONFIDENCE, ClueReport
 from geosleuth.tools.exif import read_exif
 from geosleuth.tools.langid import LanguageGuess, detect_scripts
-from geosleuth.tools.ocr.base import TextLine
+from geosleuth.tools.ocr.base import OCRResult, TextLine
 
 LANGUAGE_HINT_MIN_CONFIDENCE = 0.3
 
@@ -148,11 +148,29 @@ def _ocr(ctx: RunContext) -> list[TextLine]:
         stages.add("ocr", StageStatus.FAILED, str(exc), engine=deps.ocr.name, t0=t0)
         state.warnings.append(f"OCR failed: {exc}")
         return []
-    stages.add("ocr", StageStatus.RAN, f"{len(result.lines)} text lines", engine=deps.ocr.name, t0=t0)
-    if not result.lines:
+    detail = f"{len(result.lines)} text lines"
+    if result.unread:
+        detail += f", {result.unread} text regions unread"
+    stages.add("ocr", StageStatus.RAN, detail, engine=deps.ocr.name, t0=t0)
+    if result.unread:
+        state.missing.append(unread_message(result))
+    elif not result.lines:
         state.missing.append("no readable text in the image")
     # OCR read the working copy; boxes are given in pixels of the full-resolution photo.
     return [ln.model_copy(update={"box": image.full_box(ln.box)}) for ln in result.lines]
+
+
+def unread_message(result: OCRResult) -> str:
+    """What to say when text was found that no installed model could read: which scripts the
+    installed models read, and which packs would read the others."""
+    n = result.unread
+    msg = f"{n} text region{'s' if n != 1 else ''} found in the image could not be read"
+    if result.readable_scripts:
+        msg += f"; the installed OCR reads {', '.join(result.readable_scripts)}"
+    if result.missing_scripts:
+        packs = ", ".join(f"{name}: {pkg}" for name, pkg in result.missing_scripts)
+        msg += f"; for another script install its Tesseract pack with apt-get ({packs})"
+    return msg
 
 
 def _langid(ctx: RunContext, *, report: bool) -> list[LanguageGuess]:

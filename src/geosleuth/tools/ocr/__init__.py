@@ -50,6 +50,7 @@ def make_ocr_engine(settings: OCRSettings) -> OCREngine | None:
             min_confidence=max(settings.min_confidence, 0.6),
             max_side=settings.max_side,
             timeout_s=settings.timeout_s,
+            use_api=settings.tesseract_api,
         )
     if settings.engine == "rapidocr":
         return rapid

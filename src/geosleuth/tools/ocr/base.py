@@ -17,6 +17,15 @@ class OCRResult(BaseModel):
     engine: str
     lines: list[TextLine] = Field(default_factory=list)
     languages: list[str] = Field(default_factory=list, description="Language models the engine used.")
+    unread: int = Field(
+        default=0, ge=0, description="Text regions found that no installed model read (another script?)."
+    )
+    readable_scripts: list[str] = Field(
+        default_factory=list, description="Scripts the engine's installed models read (names)."
+    )
+    missing_scripts: list[tuple[str, str]] = Field(
+        default_factory=list, description="(script, package to install) of major scripts it cannot read."
+    )
 
     @property
     def text(self) -> str:

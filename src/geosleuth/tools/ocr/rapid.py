@@ -59,7 +59,9 @@ class RapidOCREngine:
     def detect_and_read(self, image: Image.Image) -> list[tuple[Box, str, float]]:
         """Every detected text box (axis-aligned, pixels of ``image``) with its reading and score."""
         arr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        result, _ = self._run(lambda a: self._engine(a), arr)
+        # Every box the detector finds (text_score 0), not only those its ch/en recogniser reads
+        # confidently: text in other scripts gets a low score, and the hybrid reads it with Tesseract.
+        result, _ = self._run(lambda a: self._engine(a, text_score=0.0), arr)
         out = []
         for quad, text, score in result or []:
             xs = [float(p[0]) for p in quad]
@@ -103,4 +105,6 @@ class RapidOCREngine:
                     alternatives=(wtext,) if wtext and wtext != text else (),
                 )
             )
-        return OCRResult(engine=self.name, lines=lines, languages=["ch", "en"])
+        return OCRResult(
+            engine=self.name, lines=lines, languages=["ch", "en"], readable_scripts=["Latin", "Han"]
+        )
