@@ -653,13 +653,25 @@ def _routes(app: FastAPI) -> None:
         tags=["chat"],
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ChatMessage.model_json_schema()}},
+            }
+        },
     )
     async def chat_message(
-        session: str, message: ChatMessage, service: ServiceDep, _who: Caller
+        session: str, request: Request, service: ServiceDep, _who: Caller
     ) -> StreamingResponse:
-        """Ask a question. The answer comes as server-sent events: ``delta`` events (``{"text"}``)
-        as it is written, then one ``turn`` event (the whole Turn: answer, cited evidence, tool
-        calls, hints), or an ``error`` event (the error shape)."""
+        """Ask a question (JSON ``{"question": ...}``). The answer comes as server-sent events:
+        ``delta`` events (``{"text"}``) as it is written, then one ``turn`` event (the whole Turn:
+        answer, cited evidence, tool calls, hints), or an ``error`` event (the error shape)."""
+        try:  # read here, after the key check, and bounded: not by FastAPI before it
+            message = ChatMessage.model_validate_json(await _read_body(request, _MULTIPART_SLACK))
+        except ValidationError as exc:
+            raise RequestError(
+                f'the JSON body must be {{"question": "..."}} (1 to 4000 characters): {exc}'
+            ) from exc
         conversation = await asyncio.to_thread(service.chats.open, session)  # 404 before the stream
         return StreamingResponse(
             service.chats.events(session, conversation, message.question),

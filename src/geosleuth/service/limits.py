@@ -79,6 +79,7 @@ class RateLimiter:
     ``per_minute`` 0 turns it off."""
 
     per_minute: float
+    max_callers: int = 10_000  # buckets kept; full ones are dropped first (they hold no state)
     clock: Callable[[], float] = time.monotonic
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # caller -> (tokens, when)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -100,6 +101,14 @@ class RateLimiter:
                     retry_after=wait,
                 )
             self._buckets[caller] = (tokens - 1.0, now)
+            if len(self._buckets) > self.max_callers:
+                self._prune(now, rate)
+
+    def _prune(self, now: float, rate: float) -> None:
+        """Forget callers whose bucket has filled up again (they would start full anyway)."""
+        for who, (tokens, then) in list(self._buckets.items()):
+            if tokens + (now - then) * rate >= self.per_minute:
+                del self._buckets[who]
 
 
 __all__ = ["APIKeys", "RateLimiter", "key_hash"]

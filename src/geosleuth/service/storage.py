@@ -88,6 +88,7 @@ class _Dialect:
     placeholder: str
     blob: str
     connect: Callable[[], Any]
+    row_lock: str = ""  # what locks a selected row until the transaction ends, where SQL has it
 
 
 _TABLES = (
@@ -260,6 +261,8 @@ class Storage:
         result is then discarded, so each item keeps exactly one)."""
         assert status in FINISHED
         with self._tx() as cur:
+            # Lock the job's row so that two instances finishing items of one job number them apart.
+            self._run(cur, "SELECT id FROM jobs WHERE id = ?" + self.dialect.row_lock, (claim.job_id,))
             order = self._run(
                 cur, "SELECT COALESCE(MAX(finished), 0) + 1 FROM job_items WHERE job_id = ?", (claim.job_id,)
             ).fetchone()[0]
@@ -341,7 +344,7 @@ def _postgres(url: str) -> _Dialect:
 
             raise ConfigError(f"cannot connect to the database {redact_url(url)}: {exc}") from exc
 
-    return _Dialect("postgresql", "%s", "BYTEA", connect)
+    return _Dialect("postgresql", "%s", "BYTEA", connect, row_lock=" FOR UPDATE")
 
 
 def open_storage(database: str | None, cache_dir: Path) -> Storage:

@@ -81,9 +81,11 @@ class TempPostgres:
         reason = unavailable_reason()
         if reason is not None:
             raise RuntimeError(reason)
-        self.folder = Path(tempfile.mkdtemp(prefix="geosleuth-pg-"))
-        data = self.folder / "data"
         who = _run_as()
+        # Another user must reach the folder: under /tmp, not a temp dir inside root's home.
+        base = "/tmp" if who and Path("/tmp").is_dir() else None
+        self.folder = Path(tempfile.mkdtemp(prefix="geosleuth-pg-", dir=base))
+        data = self.folder / "data"
         if who:
             shutil.chown(self.folder, user=who)
         with socket.socket() as s:
