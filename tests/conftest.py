@@ -264,3 +264,34 @@ def browser_page(chromium: Chromium) -> Iterator[Callable[..., PageReport]]:
     ``browser_page("<p>html</p>", width=800)``. Each page closes when the test ends."""
     with ExitStack() as stack:
         yield lambda target, **options: stack.enter_context(chromium.open(target, **options))
+
+
+# --- databases for the service's storage (geosleuth.service.storage) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server in a temp dir, started once per session (skips, naming what to
+    install, when its programs or psycopg are absent)."""
+    from geosleuth.testing.postgres import TempPostgres, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no PostgreSQL server: {reason}")
+    with TempPostgres() as pg:
+        yield pg.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database for each test: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "service.sqlite3")
+    import psycopg
+
+    base: str = request.getfixturevalue("postgres_url")
+    name = f"t_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**9}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return base.rsplit("/", 1)[0] + "/" + name

@@ -311,6 +311,41 @@ class ChatSettings(_Section):
     )
 
 
+class ServeSettings(_Section):
+    """The HTTP service (``geosleuth serve``, :mod:`geosleuth.service`). It changes no prediction, so
+    it is not part of the settings' fingerprint."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on (0: any free one).")
+    workers: int = Field(default=2, ge=1, le=64, description="Photos located at the same time.")
+    queue_size: int = Field(
+        default=16, ge=1, description="Locate requests waiting or running at once; beyond, 503 busy."
+    )
+    database: str | None = Field(
+        default=None,
+        description="Where predictions, jobs and chats are kept: a SQLite file path or a "
+        "postgresql://... URL (default: service.sqlite3 in the cache dir).",
+    )
+    max_upload_mb: float = Field(default=20.0, gt=0, description="Largest upload or fetched photo (MB).")
+    max_job_images: int = Field(default=100, ge=1, description="Images one job may hold.")
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Fetch photo URLs on loopback, private and link-local addresses (closed deployments only).",
+    )
+    url_timeout_s: float = Field(default=10.0, gt=0, description="Total time to fetch one photo URL.")
+    api_key_file: Path | None = Field(
+        default=None,
+        description="API keys, one a line (a key, or sha256:<hex> of one); then every /v1 request "
+        "needs Authorization: Bearer <key>.",
+    )
+    rate_limit_per_minute: float = Field(
+        default=0.0, ge=0, description="Requests per API key (or client address) a minute; 0: no limit."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (off when empty)."
+    )
+
+
 _config_file_var: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "geosleuth_config_file", default=None
 )
@@ -388,6 +423,7 @@ class Settings(BaseSettings):
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -412,8 +448,9 @@ class Settings(BaseSettings):
 
     def fingerprint(self) -> str:
         """A short hash of the settings that change answers (paths and secrets excluded)."""
-        # chat settings shape conversations, never a prediction: hashes stay those from before them.
-        data = self.model_dump(mode="json", exclude={"cache_dir", "chat"})
+        # chat and serve settings shape conversations and the service, never a prediction: hashes stay
+        # those from before them.
+        data = self.model_dump(mode="json", exclude={"cache_dir", "chat", "serve"})
         data["vlm"].pop("api_key", None)
         tools = data["tools"]
         if tools["searxng_url"] is None:

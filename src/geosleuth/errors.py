@@ -269,6 +269,53 @@ class StripError(GeoSleuthError, ValueError):
     """The photo's GPS could not be removed (no pixels to re-encode, metadata too big for JPEG)."""
 
 
+# --- the HTTP service (geosleuth.service) -------------------------------------------------------
+
+
+class RequestError(GeoSleuthError, ValueError):
+    """An HTTP request the service cannot use: a missing field, a file path, a bad parameter."""
+
+
+class UploadTooLargeError(ImageInputError):
+    """An upload or a fetched body is larger than ``serve.max_upload_mb``."""
+
+
+class URLRefusedError(GeoSleuthError, ValueError):
+    """A photo URL the service will not fetch: not http(s), an address that is loopback, private,
+    link-local, multicast or reserved (before or after a redirect), or too many redirects."""
+
+
+class URLFetchError(GeoSleuthError, ConnectionError):
+    """A photo URL could not be fetched: refused, timed out, or answered with an error status."""
+
+
+class UnknownIdError(GeoSleuthError, KeyError):
+    """No stored prediction, job or chat session has that id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AuthenticationError(GeoSleuthError, ValueError):
+    """A request without a valid API key (``Authorization: Bearer <key>``) where keys are required."""
+
+
+class RateLimitedError(GeoSleuthError, RuntimeError):
+    """An API key (or client) sent more requests than ``serve.rate_limit_per_minute`` allows;
+    ``retry_after`` is the seconds until the next one is accepted."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.retry_after))
+
+
+class ServiceBusyError(GeoSleuthError, RuntimeError):
+    """The service's queue is full (``serve.queue_size``): try again shortly."""
+
+
 # --- bugs ---------------------------------------------------------------------------------------
 
 
@@ -342,6 +389,15 @@ STATUS: Mapping[type[BaseException], ErrorStatus] = {
     # agent tools: an unknown name is the caller's mistake; a spent budget is a limit reached
     UnknownToolError: ErrorStatus(EXIT_USAGE, 404),
     BudgetExceededError: ErrorStatus(EXIT_INPUT, 429),
+    # the HTTP service: what the caller sent (400-429), or the service is full (503)
+    RequestError: ErrorStatus(EXIT_USAGE, 400),
+    UploadTooLargeError: ErrorStatus(EXIT_INPUT, 413),
+    URLRefusedError: ErrorStatus(EXIT_INPUT, 400),
+    URLFetchError: ErrorStatus(EXIT_INPUT, 502),
+    UnknownIdError: ErrorStatus(EXIT_INPUT, 404),
+    AuthenticationError: ErrorStatus(EXIT_USAGE, 401),
+    RateLimitedError: ErrorStatus(EXIT_INPUT, 429),
+    ServiceBusyError: ErrorStatus(EXIT_INPUT, 503),
     # bugs
     InternalError: INTERNAL,
     # Not ours: a file that could not be read or written (permissions, a full disk) is the
