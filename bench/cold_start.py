@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,15 +34,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def timed(args: list[str], cache_dir: Path) -> float:
+def timed(args: list[str], cache_dir: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one run; CPU is the steadier number on a
+    shared machine."""
     env = {**os.environ, "GEOSLEUTH_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "geosleuth.cli", *args], env=env, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median_s": round(statistics.median(values), 3), "p90_s": round(percentile(values, 0.9), 3)}
+def summary(runs: list[tuple[float, float]]) -> dict[str, float]:
+    wall, cpu = [w for w, _ in runs], [c for _, c in runs]
+    return {
+        "median_s": round(statistics.median(wall), 3),
+        "p90_s": round(percentile(wall, 0.9), 3),
+        "cpu_median_s": round(statistics.median(cpu), 3),
+    }
 
 
 def main() -> None:
@@ -66,7 +77,8 @@ def main() -> None:
     if fresh:
         results["fresh_locate"] = summary(fresh)
         results["cold_start_extra"] = {
-            "median_s": round(statistics.median(fresh) - statistics.median(warm), 3)
+            key: round(results["fresh_locate"][key] - results["warm_locate"][key], 3)
+            for key in ("median_s", "cpu_median_s")
         }
     for name, row in results.items():
         print(f"{name:18s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()))
