@@ -432,42 +432,30 @@ def _prediction_body(prediction: Prediction) -> str:
     return prediction.model_dump_json(exclude={"trace"})
 
 
+def _upload_or_json(model: type[BaseModel], *, several: bool = False) -> dict[str, Any]:
+    """The OpenAPI request body of a route that takes a multipart upload (field ``image``, one file
+    or ``several``) or a JSON ``model``: FastAPI cannot derive it, the route reads the body itself."""
+    binary: dict[str, Any] = {"type": "string", "format": "binary"}
+    image = {"type": "array", "items": binary} if several else binary
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": {"image": image}, "required": ["image"]}
+                },
+                "application/json": {"schema": model.model_json_schema()},
+            },
+        }
+    }
+
+
 # --- routes --------------------------------------------------------------------------------------
 
 
 def _routes(app: FastAPI) -> None:
-    locate_body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"image": {"type": "string", "format": "binary"}},
-                        "required": ["image"],
-                    }
-                },
-                "application/json": {"schema": URLRequest.model_json_schema()},
-            },
-        }
-    }
-    jobs_body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "image": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                        },
-                        "required": ["image"],
-                    }
-                },
-                "application/json": {"schema": URLsRequest.model_json_schema()},
-            },
-        }
-    }
+    locate_body = _upload_or_json(URLRequest)
+    jobs_body = _upload_or_json(URLsRequest, several=True)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -596,21 +584,7 @@ def _routes(app: FastAPI) -> None:
             raise UnknownIdError(f"no job {job_id!r}")
         return Response(status_code=204)
 
-    chat_body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"image": {"type": "string", "format": "binary"}},
-                        "required": ["image"],
-                    }
-                },
-                "application/json": {"schema": ChatRequest.model_json_schema()},
-            },
-        }
-    }
+    chat_body = _upload_or_json(ChatRequest)
 
     @app.post(
         f"{API}/chat",
