@@ -22,8 +22,16 @@ import typer
 from geosleuth.cli.common import (
     CacheOpt,
     ConfigOpt,
+    IgnoreExifGpsOpt,
+    ImageEncoderOpt,
+    IndexOpt,
+    MinProbabilityOpt,
+    OcrOpt,
+    OfflineOpt,
     QuietOpt,
     VerboseOpt,
+    VlmModelOpt,
+    VlmSamplesOpt,
     error_line,
     internal_error_line,
     reports_errors,
@@ -66,32 +74,18 @@ def chat(
             "--history", help="Keep the prompt's history in this file (default: this session only)."
         ),
     ] = None,
-    ignore_exif_gps: Annotated[
-        bool, typer.Option("--ignore-exif-gps", help="Do not take the EXIF GPS position as the answer.")
-    ] = False,
-    ocr: Annotated[
-        str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract or none.")
-    ] = None,
-    image_encoder: Annotated[
-        str | None, typer.Option("--image-encoder", help="Turn on retrieval (e.g. geoclip).")
-    ] = None,
-    index: Annotated[
-        Path | None, typer.Option("--index", help="A neighbour index (geosleuth index build).")
-    ] = None,
+    ignore_exif_gps: IgnoreExifGpsOpt = False,
+    ocr: OcrOpt = None,
+    image_encoder: ImageEncoderOpt = None,
+    index: IndexOpt = None,
     vlm_url: Annotated[
         str | None,
         typer.Option("--vlm-url", help="OpenAI-compatible VLM endpoint: it answers, with the tools."),
     ] = None,
-    vlm_model: Annotated[str | None, typer.Option("--vlm-model", help="Model name on that server.")] = None,
-    vlm_samples: Annotated[
-        int | None, typer.Option("--vlm-samples", min=1, help="Samples per prompt variant (locating).")
-    ] = None,
-    min_probability: Annotated[
-        float | None, typer.Option("--min-probability", help="Answer only above this probability.")
-    ] = None,
-    offline: Annotated[
-        bool | None, typer.Option("--offline/--online", help="Never touch the network (default: settings).")
-    ] = None,
+    vlm_model: VlmModelOpt = None,
+    vlm_samples: VlmSamplesOpt = None,
+    min_probability: MinProbabilityOpt = None,
+    offline: OfflineOpt = None,
     config: ConfigOpt = None,
     cache_dir: CacheOpt = None,
     verbose: VerboseOpt = 0,

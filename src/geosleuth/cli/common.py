@@ -28,6 +28,38 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Where the ga
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
 
+# locate's options, which chat, report and serve take too (each command lists them as parameters;
+# Typer has no option groups, so the declarations are shared instead).
+IgnoreExifGpsOpt = Annotated[
+    bool, typer.Option("--ignore-exif-gps", help="Do not take the EXIF GPS position as the answer.")
+]
+OcrOpt = Annotated[
+    str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract or none.")
+]
+ImageEncoderOpt = Annotated[
+    str | None,
+    typer.Option("--image-encoder", help="Turn on retrieval: 'geoclip', or a CLIP/SigLIP hub id or folder."),
+]
+IndexOpt = Annotated[
+    Path | None, typer.Option("--index", help="A neighbour index built with `geosleuth index build`.")
+]
+VlmUrlOpt = Annotated[
+    str | None,
+    typer.Option("--vlm-url", help="OpenAI-compatible VLM endpoint, e.g. http://127.0.0.1:8000/v1."),
+]
+VlmModelOpt = Annotated[
+    str | None, typer.Option("--vlm-model", help="Model name on that server (default: its only one).")
+]
+VlmSamplesOpt = Annotated[
+    int | None, typer.Option("--vlm-samples", min=1, help="Samples per prompt variant.")
+]
+MinProbabilityOpt = Annotated[
+    float | None, typer.Option("--min-probability", help="Answer only above this probability.")
+]
+OfflineOpt = Annotated[
+    bool | None, typer.Option("--offline/--online", help="Never touch the network (default: settings).")
+]
+
 
 def setup_logging(verbose: int, quiet: bool) -> None:
     """Logging for one command: warnings by default, -v info, -vv debug, -q errors only (and no

@@ -23,8 +23,17 @@ import typer
 from geosleuth.cli.common import (
     CacheOpt,
     ConfigOpt,
+    IgnoreExifGpsOpt,
+    ImageEncoderOpt,
+    IndexOpt,
+    MinProbabilityOpt,
+    OcrOpt,
+    OfflineOpt,
     QuietOpt,
     VerboseOpt,
+    VlmModelOpt,
+    VlmSamplesOpt,
+    VlmUrlOpt,
     error_line,
     reports_errors,
     setup_logging,
@@ -57,41 +66,19 @@ def locate(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the Prediction as JSON (JSON Lines for batches).")
     ] = False,
-    ignore_exif_gps: Annotated[
-        bool, typer.Option("--ignore-exif-gps", help="Do not take the EXIF GPS position as the answer.")
-    ] = False,
-    ocr: Annotated[
-        str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract or none.")
-    ] = None,
-    image_encoder: Annotated[
-        str | None,
-        typer.Option(
-            "--image-encoder", help="Turn on retrieval: 'geoclip', or a CLIP/SigLIP hub id or folder."
-        ),
-    ] = None,
-    index: Annotated[
-        Path | None, typer.Option("--index", help="A neighbour index built with `geosleuth index build`.")
-    ] = None,
-    vlm_url: Annotated[
-        str | None,
-        typer.Option("--vlm-url", help="OpenAI-compatible VLM endpoint, e.g. http://127.0.0.1:8000/v1."),
-    ] = None,
-    vlm_model: Annotated[
-        str | None, typer.Option("--vlm-model", help="Model name on that server (default: its only one).")
-    ] = None,
-    vlm_samples: Annotated[
-        int | None, typer.Option("--vlm-samples", min=1, help="Samples per prompt variant.")
-    ] = None,
-    min_probability: Annotated[
-        float | None, typer.Option("--min-probability", help="Answer only above this probability.")
-    ] = None,
+    ignore_exif_gps: IgnoreExifGpsOpt = False,
+    ocr: OcrOpt = None,
+    image_encoder: ImageEncoderOpt = None,
+    index: IndexOpt = None,
+    vlm_url: VlmUrlOpt = None,
+    vlm_model: VlmModelOpt = None,
+    vlm_samples: VlmSamplesOpt = None,
+    min_probability: MinProbabilityOpt = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Images processed in parallel.")] = 1,
     trace: Annotated[
         bool, typer.Option("--trace", help="Show every planner step: inputs, outputs, calls, timings.")
     ] = False,
-    offline: Annotated[
-        bool | None, typer.Option("--offline/--online", help="Never touch the network (default: settings).")
-    ] = None,
+    offline: OfflineOpt = None,
     config: ConfigOpt = None,
     cache_dir: CacheOpt = None,
     verbose: VerboseOpt = 0,

@@ -13,7 +13,23 @@ from typing import Annotated
 
 import typer
 
-from geosleuth.cli.common import CacheOpt, ConfigOpt, QuietOpt, VerboseOpt, reports_errors, setup_logging
+from geosleuth.cli.common import (
+    CacheOpt,
+    ConfigOpt,
+    IgnoreExifGpsOpt,
+    ImageEncoderOpt,
+    IndexOpt,
+    MinProbabilityOpt,
+    OcrOpt,
+    OfflineOpt,
+    QuietOpt,
+    VerboseOpt,
+    VlmModelOpt,
+    VlmSamplesOpt,
+    VlmUrlOpt,
+    reports_errors,
+    setup_logging,
+)
 from geosleuth.cli.locate import Source, _error, _locator, _Tally, checked_inputs, locate_settings
 from geosleuth.errors import EXIT_INPUT, ConfigError, ImageInputError
 
@@ -46,9 +62,7 @@ def report(
     photo_max_side: Annotated[
         int, typer.Option("--photo-max-side", min=64, help="Longest side of the embedded photo (pixels).")
     ] = 1024,
-    ignore_exif_gps: Annotated[
-        bool, typer.Option("--ignore-exif-gps", help="Do not take the EXIF GPS position as the answer.")
-    ] = False,
+    ignore_exif_gps: IgnoreExifGpsOpt = False,
     redact_exif: Annotated[
         bool,
         typer.Option(
@@ -65,26 +79,14 @@ def report(
             "one; opening the page then contacts those hosts. HTML only.",
         ),
     ] = False,
-    ocr: Annotated[
-        str | None, typer.Option("--ocr", help="OCR engine: auto, hybrid, rapidocr, tesseract, none.")
-    ] = None,
-    image_encoder: Annotated[
-        str | None, typer.Option("--image-encoder", help="Turn on retrieval (e.g. geoclip).")
-    ] = None,
-    index: Annotated[
-        Path | None, typer.Option("--index", help="A neighbour index (geosleuth index build).")
-    ] = None,
-    vlm_url: Annotated[str | None, typer.Option("--vlm-url", help="OpenAI-compatible VLM endpoint.")] = None,
-    vlm_model: Annotated[str | None, typer.Option("--vlm-model", help="Model name on that server.")] = None,
-    vlm_samples: Annotated[
-        int | None, typer.Option("--vlm-samples", min=1, help="Samples per prompt variant.")
-    ] = None,
-    min_probability: Annotated[
-        float | None, typer.Option("--min-probability", help="Answer only above this.")
-    ] = None,
-    offline: Annotated[
-        bool | None, typer.Option("--offline/--online", help="Never touch the network.")
-    ] = None,
+    ocr: OcrOpt = None,
+    image_encoder: ImageEncoderOpt = None,
+    index: IndexOpt = None,
+    vlm_url: VlmUrlOpt = None,
+    vlm_model: VlmModelOpt = None,
+    vlm_samples: VlmSamplesOpt = None,
+    min_probability: MinProbabilityOpt = None,
+    offline: OfflineOpt = None,
     config: ConfigOpt = None,
     cache_dir: CacheOpt = None,
     verbose: VerboseOpt = 0,
