@@ -64,6 +64,27 @@ def test_in_process_tesseract_reads_the_same_words_as_the_program():
     assert "(libtesseract)" in api.version()
 
 
+@needs_tesseract
+def test_the_handle_pool_keeps_the_most_recent_language_sets_and_frees_the_rest():
+    import gc
+    import weakref
+
+    from geosleuth.tools.ocr.tessapi import TessAPIPool
+
+    pool = TessAPIPool(max_handles=2)
+    eng = pool.get(["eng"])
+    assert pool.get(["eng"]) is eng  # kept, not re-made
+    fra = weakref.ref(pool.get(["fra"]))
+    pool.get(["eng"])  # eng is now the most recent: fra goes first
+    pool.get(["deu"])
+    assert len(pool) == 2
+    gc.collect()
+    assert fra() is None  # evicted and freed (its handle with it)
+    assert pool.get(["eng"]) is eng
+    with pytest.raises(ValueError, match="max_handles"):
+        TessAPIPool(max_handles=0)
+
+
 def test_parse_tsv_reads_the_api_output_without_header_and_drops_joiners():
     row = "5\t1\t1\t1\t1\t1\t10\t20\t30\t40\t91.5\tदिल्\u200dली\n4\t1\t1\t1\t1\t0\t0\t0\t9\t9\t-1\t\n"
     assert parse_tsv(row) == [("दिल्ली", 0.915, (10, 20, 40, 60))]

@@ -15,6 +15,8 @@ import ctypes.util
 import io
 import logging
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
 
@@ -114,6 +116,8 @@ class TessAPI:
         # The program prints nothing for these; the library writes them to stderr.
         self._lib.TessBaseAPISetVariable(handle, b"debug_file", b"/dev/null")
         self._handle: int | None = handle
+        # A handle holds its language models (tens of MB for CJK): freed with the object, not at exit.
+        self._finalizer = weakref.finalize(self, _free, self._lib, handle)
 
     def words(self, image: Image.Image, *, psm: int) -> list[Word]:
         """Every word read in ``image`` (any mode; read as 8-bit grey or RGB)."""
@@ -142,17 +146,25 @@ class TessAPI:
     def close(self) -> None:
         with self._lock:
             if self._handle is not None:
-                self._lib.TessBaseAPIEnd(self._handle)
-                self._lib.TessBaseAPIDelete(self._handle)
                 self._handle = None
+                self._finalizer()
+
+
+def _free(lib: ctypes.CDLL, handle: int) -> None:
+    lib.TessBaseAPIEnd(handle)
+    lib.TessBaseAPIDelete(handle)
 
 
 class TessAPIPool:
-    """Initialised handles by language set, made on first use and kept."""
+    """Initialised handles by language set, made on first use; the ``max_handles`` most recently
+    used are kept (each holds its language models: a handle for Chinese or Japanese is ~50 MB)."""
 
-    def __init__(self, *, datapath: str | None = None) -> None:
+    def __init__(self, *, datapath: str | None = None, max_handles: int = 6) -> None:
+        if max_handles < 1:
+            raise ValueError(f"max_handles must be at least 1, not {max_handles}")
         self.datapath = datapath
-        self._apis: dict[tuple[str, ...], TessAPI] = {}
+        self.max_handles = max_handles
+        self._apis: OrderedDict[tuple[str, ...], TessAPI] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, languages: Sequence[str]) -> TessAPI:
@@ -161,7 +173,14 @@ class TessAPIPool:
             api = self._apis.get(key)
             if api is None:
                 api = self._apis[key] = TessAPI(key, datapath=self.datapath)
+                while len(self._apis) > self.max_handles:
+                    # A reader still holding the evicted handle keeps it alive until it is done.
+                    self._apis.popitem(last=False)
+            self._apis.move_to_end(key)
             return api
+
+    def __len__(self) -> int:
+        return len(self._apis)
 
     def words(self, image: Image.Image, languages: Sequence[str], *, psm: int) -> list[Word]:
         return self.get(languages).words(image, psm=psm)
