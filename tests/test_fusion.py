@@ -16,8 +16,12 @@ def ev(i, kind, weight, countries, **kw):
 
 def test_no_evidence_means_insufficient(fusion):
     result = fusion.fuse([], [], ExifReport())
-    assert result.status == "insufficient_evidence" and result.best is None and result.candidates == []
+    assert result.status == "insufficient_evidence" and result.best is None
     assert result.level == ConfidenceLevel.NONE and "Too little evidence" in result.explanation
+    # one ranked guess for forced answers: the photo prior's best spot, labelled as a guess
+    (guess,) = result.candidates
+    assert guess.source == CandidateSource.PRIOR and "no evidence" in guess.label
+    assert guess.place.country_code == "GB" and 0.01 < guess.probability < 0.25
 
 
 def test_a_strong_country_clue_gives_a_country_level_answer(fusion):

@@ -258,6 +258,21 @@ class VerifierSettings(_Section):
     )
 
 
+class FusionSettings(_Section):
+    """How the evidence-only fusion (agents/fusion.py) weighs the clues."""
+
+    prior: Literal["photos", "population"] = Field(
+        default="photos",
+        description="Prior over countries: where photos are taken (GeoCLIP's MP-16 gallery, "
+        "data/photo_prior.json) or the square root of population (the hand-set model before).",
+    )
+    weights: Literal["hand", "fitted"] = Field(
+        default="hand",
+        description="Clue weights: as set by hand, or fitted on labelled photos (data/fusion_weights.json, "
+        "scripts/fit_fusion.py).",
+    )
+
+
 class BudgetSettings(_Section):
     max_vlm_calls: int = Field(
         default=40, ge=0, description="VLM requests per image (prompt variants, and the tool choice)."
@@ -405,6 +420,7 @@ class Settings(BaseSettings):
     vlm: VLMSettings = Field(default_factory=VLMSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)

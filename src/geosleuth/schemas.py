@@ -204,6 +204,7 @@ class CandidateSource(StrEnum):
     VLM = "vlm"
     TOOL = "tool"
     HYPOTHESIS = "hypothesis"  # a place someone asked about (check_place), not evidence
+    PRIOR = "prior"  # where photos are most often taken: the guess when nothing else points anywhere
 
 
 class Granularity(StrEnum):

@@ -3,14 +3,34 @@
 This is the verifier of the evidence-only mode (no image encoder, no VLM). The model is small and
 stated plainly so an analyst can check it:
 
-* A prior over countries proportional to the square root of their population (a compromise between
-  "every country alike" and "where people are").
+* A prior over countries from where photos are taken (``fusion.prior = "photos"``, the default):
+  proportional to the square root of each country's points in GeoCLIP's 100K GPS gallery, sampled
+  from MP-16's Flickr photo locations (``data/photo_prior.json``, built by
+  ``scripts/build_photo_prior.py``), plus half a point per country so none is impossible. The
+  square root, as for population before, is a compromise between "every country alike" and the
+  gallery's shares: MP-16 is not the photo at hand, and with the raw shares (the United States 30%)
+  the prior alone would make weak clues answer ("somewhere in the United States" for any English
+  word). ``"population"`` gives the earlier prior, the square root of population, which ranks China
+  and India first for any photo (a Dutch sign with a clock at UTC+02:00 ranked China, Sudan and
+  South Africa above the Netherlands).
 * Each clue i with weight w_i (how far to trust it) and relative likelihoods l_i(c) over countries
   adds ``w_i * log l_i(c)`` to country c's log-score (log-linear pooling). For countries a clue does
   not name, l_i(c) is a floor that says how often such a clue shows up elsewhere: 0.001 for phone
   codes, postcodes, languages and scripts (a clue of weight 0.5 then makes a named country ~30x
   likelier), but 0.02 for place names (brands, destinations and restaurants borrow city names) and
-  0.05 for country names (product origins, destinations). Clues that all come from the language of the text
+  0.05 for country names (product origins, destinations).
+* The camera clock's UTC offset, the language and the script of the text are mixtures instead
+  (:data:`MIXTURE_ELSEWHERE`): the clue's weight w is the chance the reading is right (the clock is
+  set right; the language is identified right, which grows with the identifier's confidence and
+  the length of the text), and a country gets ``w * share + (1 - w) * 0.01``. For the clock, share
+  is the part of the country's people in a time zone that showed that offset, so a country outside
+  the offset's longitudes keeps only the wrong-clock part (0.5% at w = 0.5, against ~50% inside),
+  not the ``0.01 ** w`` = 10% a tempered floor gave (China for a clock at UTC+02:00). For a
+  language or script, share is the country's share of speakers (at least 0.001: Danish signs
+  abroad are rare, not impossible): a Danish sign read with confidence names Denmark ~100 times
+  likelier than elsewhere, where a tempered floor gave ~25 times and the answer stayed "too little
+  evidence".
+  Clues that all come from the language of the text
   (language, script, street words) are one family: the strongest counts fully, the next 30%, the
   next 9%, so one French sign is not counted three times. The GPS gallery and the neighbour index
   (one image encoder behind both) form a second family.
@@ -27,22 +47,32 @@ stated plainly so an analyst can check it:
   mixes "the GPS is right" with "the GPS is wrong" (its ranking without the camera point) by that
   trust, so the alternatives stay in the answer. Nothing contradicting it, the GPS keeps its weight.
 
-The weights are set by hand; :mod:`geosleuth.agents` will fit them on labelled data when there is
-a verifier to fit (see the README). Probabilities are honest about that: they rank well and are
+* With no usable clue at all, the one candidate is the photo prior's best single guess (the point
+  with most gallery mass within 25-2500 km: London), source ``prior``, with the gallery's share
+  within 200 km of it as its probability (~0.06): never an answer, but a ranked guess for those
+  who must always answer (forced accuracy).
+
+The weights are set by hand (:data:`HAND_WEIGHTS`); ``scripts/fit_fusion.py`` fits a scale per
+clue kind and the prior's power on labelled photos with k-fold cross-validation and writes
+``data/fusion_weights.json`` (``fusion.weights = "fitted"``). Probabilities rank well and are
 labelled coarsely (high / medium / low).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
 from typing import Any, Literal
 
 import numpy as np
 
 from geosleuth.agents.verifier import and_list
 from geosleuth.config import Settings
+from geosleuth.errors import ConfigError
 from geosleuth.gazetteer import Gazetteer, GazetteerPlace, city_radius_km
 from geosleuth.geo import haversine_km
 from geosleuth.schemas import (
@@ -66,6 +96,17 @@ OFF_LIST_BY_KIND = {
     EvidenceKind.CURRENCY: 0.01,
     EvidenceKind.DOMAIN: 0.005,
     EvidenceKind.UTC_OFFSET: 0.01,
+    # Hangul, Thai or Georgian text outside the countries that write it (a restaurant, a tourist
+    # notice) is far rarer than a foreign language in a shared script
+    EvidenceKind.SCRIPT: 0.0001,
+}
+# Clues whose weight is the chance the reading is right (a clock set right, a language or script
+# identified right); when it is wrong, the chance it says this anyway, alike for every country.
+MIXTURE_ELSEWHERE = {
+    EvidenceKind.UTC_OFFSET: 0.01,
+    EvidenceKind.LANGUAGE: 0.01,
+    # a script is read or not: OCR seldom makes up a whole word in a script the photo does not hold
+    EvidenceKind.SCRIPT: 0.001,
 }
 CORRELATED_DISCOUNT = 0.3
 CLUSTER_KM = 25.0
@@ -86,6 +127,51 @@ _CODE_WORDS = {
     EvidenceKind.DOMAIN: "web domain",
 }
 MIN_CONFLICT_GENUINENESS = 0.3
+# Gallery points added to every country of the photo prior, so a country without any is unlikely,
+# not impossible (0.5 of 100K: ~1/4000 of the United States' share).
+PHOTO_PRIOR_PSEUDO_POINTS = 0.5
+PRIOR_FILE = "photo_prior.json"
+WEIGHTS_FILE = "fusion_weights.json"
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """What ``scripts/fit_fusion.py`` fits: a multiplier per evidence kind on the clue's own weight
+    (missing kinds: 1) and the power of the prior (the prior is its counts to that power). The
+    hand-set weights: scales 1 and power 0.5, the square root of population or of photo counts."""
+
+    kind_scale: dict[str, float] = field(default_factory=dict)
+    prior_power: float = 0.5
+
+    def scale(self, kind: EvidenceKind) -> float:
+        return self.kind_scale.get(kind.value, 1.0)
+
+
+HAND_WEIGHTS = FusionWeights()
+
+
+@cache
+def photo_prior() -> dict[str, Any]:
+    """The photo-location table (``data/photo_prior.json``): gallery points per country, each
+    country's densest spot and the fallback guess, with how it was made."""
+    data: dict[str, Any] = json.loads(files("geosleuth.data").joinpath(PRIOR_FILE).read_text())
+    return data
+
+
+@cache
+def fitted_weights() -> FusionWeights:
+    """The weights shipped in ``data/fusion_weights.json`` (written by ``scripts/fit_fusion.py``)."""
+    res = files("geosleuth.data").joinpath(WEIGHTS_FILE)
+    if not res.is_file():
+        raise ConfigError(
+            f"fusion.weights = 'fitted' but geosleuth/data/{WEIGHTS_FILE} is missing; write it with "
+            "scripts/fit_fusion.py or set fusion.weights = 'hand'"
+        )
+    data = json.loads(res.read_text())
+    return FusionWeights(
+        kind_scale={str(k): float(v) for k, v in data["kind_scale"].items()},
+        prior_power=float(data["prior_power"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -245,9 +331,25 @@ def confidence_level(p: float, min_probability: float) -> ConfidenceLevel:
 
 
 class EvidenceFusion:
-    def __init__(self, gazetteer: Gazetteer, settings: Settings) -> None:
+    def __init__(
+        self, gazetteer: Gazetteer, settings: Settings, weights: FusionWeights | None = None
+    ) -> None:
         self.gaz = gazetteer
         self.settings = settings
+        if weights is None:
+            weights = fitted_weights() if settings.fusion.weights == "fitted" else HAND_WEIGHTS
+        self.weights = weights
+
+    def log_prior(self, codes: list[str]) -> np.ndarray:
+        """Log prior over ``codes`` (unnormalised): the log of the gallery points or the population
+        per ``fusion.prior``, times the prior's power (0.5 by hand: square roots)."""
+        if self.settings.fusion.prior == "photos":
+            table = photo_prior()["countries"]
+            points = np.array([table[c]["points"] if c in table else 0 for c in codes], dtype=np.float64)
+            logp = np.log(points + PHOTO_PRIOR_PSEUDO_POINTS)
+        else:
+            logp = np.log([max(self.gaz.countries[c].population, 1000) for c in codes])
+        return self.weights.prior_power * logp
 
     # -- country posterior --
 
@@ -255,8 +357,7 @@ class EvidenceFusion:
         """P(country | clues) and the total weight of the clues that carried any location."""
         codes = sorted(self.gaz.countries)
         idx = {c: i for i, c in enumerate(codes)}
-        pops = np.array([max(self.gaz.countries[c].population, 1000) for c in codes], dtype=np.float64)
-        logp = 0.5 * np.log(pops)
+        logp = self.log_prior(codes)
         families: dict[str, list[Evidence]] = defaultdict(list)
         for e in evidence:
             if not e.usable or e.weight <= 0 or not e.countries or e.kind in NON_COUNTRY_KINDS:
@@ -271,17 +372,31 @@ class EvidenceFusion:
             families[family].append(e)
         strength = 0.0
         for members in families.values():
-            members.sort(key=lambda e: -e.weight)
-            for rank, e in enumerate(members):
+            weights = [e.weight * self.weights.scale(e.kind) for e in members]
+            order = sorted(range(len(members)), key=lambda i: -weights[i])
+            for rank, i in enumerate(order):
+                e, w = members[i], weights[i]
                 floor = OFF_LIST_BY_KIND.get(e.kind, OFF_LIST_LIKELIHOOD)
                 if e.kind == EvidenceKind.USER_HINT and "off_list_likelihood" in e.details:
                     floor = float(e.details["off_list_likelihood"])  # a hint the user insisted on
+                if e.kind in MIXTURE_ELSEWHERE:
+                    # a mixture: the reading is right (w) and says where, or it is not and says nothing
+                    share = np.zeros(len(codes))
+                    for c, v in e.countries.items():
+                        if c in idx:
+                            share[idx[c]] = min(1.0, v)
+                    if e.kind != EvidenceKind.UTC_OFFSET:
+                        share = np.maximum(share, floor)  # Danish signs in Germany: rare, not impossible
+                    trust = min(0.99, w)
+                    like = trust * share + (1 - trust) * MIXTURE_ELSEWHERE[e.kind]
+                    logp += (CORRELATED_DISCOUNT**rank) * np.log(like)
+                    continue
                 like = np.full(len(codes), floor)
                 for c, v in e.countries.items():
                     if c in idx:
                         like[idx[c]] = max(v, floor)
-                logp += (CORRELATED_DISCOUNT**rank) * e.weight * np.log(like)
-            strength += members[0].weight
+                logp += (CORRELATED_DISCOUNT**rank) * w * np.log(like)
+            strength += weights[order[0]]
         logp -= logp.max()
         p = np.exp(logp)
         p /= p.sum()
@@ -349,9 +464,11 @@ class EvidenceFusion:
         if ignored:
             warnings.append("a valid EXIF GPS position was ignored because use_exif_gps is off")
         ranked = candidates[: s.max_candidates]
+        if not ranked and not retrieval_points:
+            ranked = [self.prior_candidate()]  # a guess to rank, never an answer
         self._attach_places(ranked)
         top = ranked[0].probability if ranked else 0.0
-        if top < s.min_probability or not ranked:
+        if not ranked or top < s.min_probability or ranked[0].source == CandidateSource.PRIOR:
             return FusionResult(
                 status="insufficient_evidence",
                 basis=None,
@@ -373,6 +490,45 @@ class EvidenceFusion:
             explanation=self._explain_evidence(ranked[0], ranked, evidence, country_p),
             country_probabilities=country_p,
             warnings=warnings,
+        )
+
+    def prior_candidate(self) -> Candidate:
+        """The photo prior's best single guess, for a photo with no usable clue: the point with the
+        most gallery mass within 25-2500 km (``data/photo_prior.json``), with the gallery's share
+        within its radius as its probability. Under the population prior: the population centre
+        of the most populous country (the prior's mode), with the probability of that country."""
+        if self.settings.fusion.prior == "photos":
+            fb = photo_prior()["fallback"]
+            return Candidate(
+                point=LatLon(lat=fb["lat"], lon=fb["lon"]),
+                source=CandidateSource.PRIOR,
+                label=f"where photos are most often taken (near {fb['place']}): a guess, no evidence",
+                granularity=Granularity.REGION,
+                score=round(math.log(fb["within_200_km"]), 4),
+                probability=round(float(fb[f"within_{int(fb['radius_km'])}_km"]), 6),
+                radius_km=float(fb["radius_km"]),
+                evidence_ids=[],
+                notes=[
+                    f"{fb['within_200_km']:.0%} of GeoCLIP's MP-16 photo gallery lies within 200 km of it, "
+                    f"{fb['within_750_km']:.0%} within 750 km and {fb['within_2500_km']:.0%} within 2,500 km"
+                ],
+            )
+        codes = sorted(self.gaz.countries)
+        logp = self.log_prior(codes)
+        p = np.exp(logp - logp.max())
+        p /= p.sum()
+        i = int(np.argmax(p))
+        centre = self.gaz.country_centre(codes[i])
+        point = centre.point if centre else LatLon(lat=0.0, lon=0.0)
+        return Candidate(
+            point=point,
+            source=CandidateSource.PRIOR,
+            label=f"the population centre of {self.gaz.country_name(codes[i])}: a guess, no evidence",
+            granularity=Granularity.COUNTRY,
+            score=round(math.log(float(p[i])), 4),
+            probability=round(float(p[i]), 6),
+            radius_km=centre.r80_km if centre else 2000.0,
+            evidence_ids=[],
         )
 
     # -- candidates from text clues --

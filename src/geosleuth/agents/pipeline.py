@@ -122,7 +122,8 @@ class Locator:
         ranked = state.ranked
         top = ranked[0] if ranked else None
         p = state.confidence
-        located = top is not None and p >= s.min_probability and p > 0
+        # the prior's guess (no evidence at all) ranks, for forced answers, but never answers
+        located = top is not None and p >= s.min_probability and p > 0 and top.source != CandidateSource.PRIOR
         basis: Literal["exif-gps", "evidence"] | None = None
         if located and top is not None:
             basis = "exif-gps" if top.source == CandidateSource.EXIF else "evidence"

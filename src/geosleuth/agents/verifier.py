@@ -160,6 +160,8 @@ DEFAULT_PRIORS: dict[str, float] = {
     CandidateSource.GAZETTEER.value: -1.0,
     # A hypothesis someone asks about (check_place) is no evidence: only its signals speak.
     CandidateSource.HYPOTHESIS.value: 0.0,
+    # The photo prior's most likely spot, proposed only when no evidence points anywhere: a guess.
+    CandidateSource.PRIOR.value: -1.0,
 }
 
 GEOCLIP_LOGIT_SCALE = 39.69  # exp(3.681), GeoCLIP's trained logit_scale (geoclip 1.3.0 weights)
@@ -238,6 +240,7 @@ SOURCE_WORDS = {
     CandidateSource.VLM.value: "the VLM",
     CandidateSource.GAZETTEER.value: "a country's population centre",
     CandidateSource.HYPOTHESIS.value: "a place asked about",
+    CandidateSource.PRIOR.value: "where photos are most often taken",
 }
 # A signal's contribution counts as a reason in the plain text from this size on (log units).
 PLAIN_MIN_DIFF = 0.3
@@ -256,6 +259,7 @@ _SOURCE_RANK = {
             CandidateSource.VLM,
             CandidateSource.GAZETTEER,
             CandidateSource.HYPOTHESIS,
+            CandidateSource.PRIOR,
         ]
     )
 }
