@@ -19,17 +19,19 @@ stated plainly so an analyst can check it:
   codes, postcodes, languages and scripts (a clue of weight 0.5 then makes a named country ~30x
   likelier), but 0.02 for place names (brands, destinations and restaurants borrow city names) and
   0.05 for country names (product origins, destinations).
-* The camera clock's UTC offset, the language and the script of the text are mixtures instead
+* The camera clock's UTC offset and the language of the text are mixtures instead
   (:data:`MIXTURE_ELSEWHERE`): the clue's weight w is the chance the reading is right (the clock is
   set right; the language is identified right, which grows with the identifier's confidence and
   the length of the text), and a country gets ``w * share + (1 - w) * 0.01``. For the clock, share
   is the part of the country's people in a time zone that showed that offset, so a country outside
   the offset's longitudes keeps only the wrong-clock part (0.5% at w = 0.5, against ~50% inside),
   not the ``0.01 ** w`` = 10% a tempered floor gave (China for a clock at UTC+02:00). For a
-  language or script, share is the country's share of speakers (at least 0.001: Danish signs
+  language, share is the country's share of speakers (at least 0.001: Danish signs
   abroad are rare, not impossible): a Danish sign read with confidence names Denmark ~100 times
   likelier than elsewhere, where a tempered floor gave ~25 times and the answer stayed "too little
-  evidence".
+  evidence". The script stays a tempered floor: on the Im2GPS3k dev photos OCR reads a few Thai,
+  Hebrew or Greek letters out of Latin text or texture often enough that a mixture made it answer
+  wrongly (30 of 40 answers wrong with it; see ``scripts/fit_fusion.py``).
   Clues that all come from the language of the text
   (language, script, street words) are one family: the strongest counts fully, the next 30%, the
   next 9%, so one French sign is not counted three times. The GPS gallery and the neighbour index
@@ -96,17 +98,12 @@ OFF_LIST_BY_KIND = {
     EvidenceKind.CURRENCY: 0.01,
     EvidenceKind.DOMAIN: 0.005,
     EvidenceKind.UTC_OFFSET: 0.01,
-    # Hangul, Thai or Georgian text outside the countries that write it (a restaurant, a tourist
-    # notice) is far rarer than a foreign language in a shared script
-    EvidenceKind.SCRIPT: 0.0001,
 }
 # Clues whose weight is the chance the reading is right (a clock set right, a language or script
 # identified right); when it is wrong, the chance it says this anyway, alike for every country.
 MIXTURE_ELSEWHERE = {
     EvidenceKind.UTC_OFFSET: 0.01,
     EvidenceKind.LANGUAGE: 0.01,
-    # a script is read or not: OCR seldom makes up a whole word in a script the photo does not hold
-    EvidenceKind.SCRIPT: 0.001,
 }
 CORRELATED_DISCOUNT = 0.3
 CLUSTER_KM = 25.0
