@@ -135,3 +135,31 @@ def test_a_photo_without_evidence_ranks_the_prior_guess_but_does_not_answer(sett
     # even a user who accepts any probability gets no answer from the prior alone
     loose = Locator(settings.with_overrides(ocr={"engine": "none"}, min_probability=0.001))
     assert loose.locate(fixture("blank.jpg")).status == "insufficient_evidence"
+
+
+def test_english_text_is_a_lingua_franca_and_danish_text_names_denmark(gazetteer, photos):
+    prior = photos.country_posterior([])[0]
+
+    def odds(lang, a, b, weight=0.5):
+        e = ev("langid.language", EvidenceKind.LANGUAGE, weight, gazetteer.language_countries(lang))
+        e.details["language"] = lang
+        p = photos.country_posterior([e])[0]
+        return (p[a] / p[b]) / (prior[a] / prior[b])
+
+    # English signs are everywhere: at most 5x between the US and North Korea, however sure
+    assert 1 < odds("en", "US", "KP") < 5 and odds("en", "US", "KP", 0.99) < 5.01
+    # a language seldom written abroad is strong evidence for where it is spoken
+    assert odds("da", "DK", "DE") > 50
+    # an unsure identification says little
+    assert odds("da", "DK", "DE", 0.05) < odds("da", "DK", "DE") / 5
+
+
+def test_a_place_name_with_english_around_it_points_to_its_country(gazetteer, photos):
+    place = ev("text.place.1", EvidenceKind.PLACE_NAME, 0.88, {"KP": 1.0})
+    lang = ev("langid.language", EvidenceKind.LANGUAGE, 0.24, gazetteer.language_countries("en"))
+    prior = photos.country_posterior([])[0]
+    p = photos.country_posterior([place, lang])[0]
+    # from rank 160 of the prior (11 gallery photos of 100K) to the top three: the
+    # English around the name counts little against it
+    assert prior["KP"] < 0.002 and "KP" in top(p, 3)
+    assert p["KP"] > 0.7 * photos.country_posterior([place])[0]["KP"]

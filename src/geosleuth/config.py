@@ -264,7 +264,7 @@ class FusionSettings(_Section):
     prior: Literal["photos", "population"] = Field(
         default="photos",
         description="Prior over countries: where photos are taken (GeoCLIP's MP-16 gallery, "
-        "data/photo_prior.json) or the square root of population (the hand-set model before).",
+        "data/photo_prior.json) or population (the model before), each to the power fusion.weights sets (0.4 by hand).",
     )
     weights: Literal["hand", "fitted"] = Field(
         default="hand",

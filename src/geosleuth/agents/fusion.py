@@ -4,13 +4,15 @@ This is the verifier of the evidence-only mode (no image encoder, no VLM). The m
 stated plainly so an analyst can check it:
 
 * A prior over countries from where photos are taken (``fusion.prior = "photos"``, the default):
-  proportional to the square root of each country's points in GeoCLIP's 100K GPS gallery, sampled
-  from MP-16's Flickr photo locations (``data/photo_prior.json``, built by
-  ``scripts/build_photo_prior.py``), plus half a point per country so none is impossible. The
-  square root, as for population before, is a compromise between "every country alike" and the
-  gallery's shares: MP-16 is not the photo at hand, and with the raw shares (the United States 30%)
-  the prior alone would make weak clues answer ("somewhere in the United States" for any English
-  word). ``"population"`` gives the earlier prior, the square root of population, which ranks China
+  proportional to each country's points in GeoCLIP's 100K GPS gallery, sampled from MP-16's
+  Flickr photo locations (``data/photo_prior.json``, built by ``scripts/build_photo_prior.py``),
+  plus half a point per country so none is impossible, to the power 0.4. The power is a compromise
+  between "every country alike" and the gallery's shares: MP-16 is not the photo at hand, and with
+  the raw shares (the United States 30%) the prior alone would make weak clues answer ("somewhere
+  in the United States" for any English word). At 0.5 (a square root) a sign naming a city in a
+  country with few gallery photos (Pyongyang: 11 of 100K) could not outweigh the prior even with
+  the VLM agreeing; cross-validation on the dev photos chose 0.3 (``data/fusion_weights.json``).
+  ``"population"`` gives the earlier prior, population to the same power, which ranks China
   and India first for any photo (a Dutch sign with a clock at UTC+02:00 ranked China, Sudan and
   South Africa above the Netherlands).
 * Each clue i with weight w_i (how far to trust it) and relative likelihoods l_i(c) over countries
@@ -22,14 +24,19 @@ stated plainly so an analyst can check it:
 * The camera clock's UTC offset and the language of the text are mixtures instead
   (:data:`MIXTURE_ELSEWHERE`): the clue's weight w is the chance the reading is right (the clock is
   set right; the language is identified right, which grows with the identifier's confidence and
-  the length of the text), and a country gets ``w * share + (1 - w) * 0.01``. For the clock, share
+  the length of the text), and a country gets ``w * share + (1 - w) * elsewhere``. For the clock, share
   is the part of the country's people in a time zone that showed that offset, so a country outside
   the offset's longitudes keeps only the wrong-clock part (0.5% at w = 0.5, against ~50% inside),
-  not the ``0.01 ** w`` = 10% a tempered floor gave (China for a clock at UTC+02:00). For a
-  language, share is the country's share of speakers (at least 0.001: Danish signs
-  abroad are rare, not impossible): a Danish sign read with confidence names Denmark ~100 times
-  likelier than elsewhere, where a tempered floor gave ~25 times and the answer stayed "too little
-  evidence". The script stays a tempered floor: on the Im2GPS3k dev photos OCR reads a few Thai,
+  not the ``0.01 ** w`` = 10% a tempered floor gave (China for a clock at UTC+02:00); elsewhere
+  is 0.01 (a wrong clock shows one of a few dozen offsets). For a language, share is how often a
+  photo taken in the country shows text in it: the country's share of speakers, or how often the
+  language is seen abroad (:data:`LANGUAGE_ABROAD`: 0.2 for English, the lingua franca of signs;
+  0.001 for the others: Danish signs abroad are rare, not impossible); elsewhere is the language's
+  marginal under the prior, since what a wrong identification says does not depend on the
+  country. A Danish sign read with confidence names Denmark ~100 times likelier than elsewhere,
+  where a tempered floor gave ~25 times and the answer stayed "too little evidence"; an English
+  sign moves the odds between English- and other-speaking countries by at most 5x, so "Welcome to
+  Pyongyang" still points to North Korea. The script stays a tempered floor: on the Im2GPS3k dev photos OCR reads a few Thai,
   Hebrew or Greek letters out of Latin text or texture often enough that a mixture made it answer
   wrongly (30 of 40 answers wrong with it; see ``scripts/fit_fusion.py``).
   Clues that all come from the language of the text
@@ -49,6 +56,9 @@ stated plainly so an analyst can check it:
   mixes "the GPS is right" with "the GPS is wrong" (its ranking without the camera point) by that
   trust, so the alternatives stay in the answer. Nothing contradicting it, the GPS keeps its weight.
 
+* The camera clock never decides alone (:func:`is_answer`): with no other clue, the countries in
+  its band are ranked but the answer is "too little evidence", since which of them leads is the
+  prior's choice, not the photo's.
 * With no usable clue at all, the one candidate is the photo prior's best single guess (the point
   with most gallery mass within 25-2500 km: London), source ``prior``, with the gallery's share
   within 200 km of it as its probability (~0.06): never an answer, but a ranked guess for those
@@ -103,8 +113,17 @@ OFF_LIST_BY_KIND = {
 # identified right); when it is wrong, the chance it says this anyway, alike for every country.
 MIXTURE_ELSEWHERE = {
     EvidenceKind.UTC_OFFSET: 0.01,
-    EvidenceKind.LANGUAGE: 0.01,
+    # for a language: what a wrong identification says is independent of the country, so its
+    # likelihood is the language's marginal under the prior (see country_posterior), not a constant
+    EvidenceKind.LANGUAGE: None,
 }
+# How often a photo taken outside a language's countries shows text in it anyway (signs for
+# tourists, brands, menus). English is the lingua franca of signage the world over; for any other
+# language it is the language floor (0.001: Danish signs abroad are rare, not impossible).
+LANGUAGE_ABROAD = {"en": 0.2}
+# Clues that narrow but never decide alone: a UTC offset is a band of longitudes many countries
+# share, so with nothing else the answer would be the prior's pick inside the band.
+NARROWING_ONLY = {EvidenceKind.UTC_OFFSET}
 CORRELATED_DISCOUNT = 0.3
 CLUSTER_KM = 25.0
 LANGUAGE_FAMILY = {EvidenceKind.LANGUAGE, EvidenceKind.SCRIPT, EvidenceKind.STREET_TYPE}
@@ -135,7 +154,7 @@ WEIGHTS_FILE = "fusion_weights.json"
 class FusionWeights:
     """What ``scripts/fit_fusion.py`` fits: a multiplier per evidence kind on the clue's own weight
     (missing kinds: 1) and the power of the prior (the prior is its counts to that power). The
-    hand-set weights: scales 1 and power 0.5, the square root of population or of photo counts."""
+    hand-set weights (:data:`HAND_WEIGHTS`): scales 1 and power 0.4."""
 
     kind_scale: dict[str, float] = field(default_factory=dict)
     prior_power: float = 0.5
@@ -144,7 +163,7 @@ class FusionWeights:
         return self.kind_scale.get(kind.value, 1.0)
 
 
-HAND_WEIGHTS = FusionWeights()
+HAND_WEIGHTS = FusionWeights(prior_power=0.4)
 
 
 @cache
@@ -285,6 +304,15 @@ def retrieval_evidence(
     return evidence, points
 
 
+def _language_code(e: Evidence) -> str:
+    """The language a language clue names (its identifier's best guess)."""
+    code = e.details.get("language")
+    if code is None:
+        guesses = e.details.get("guesses") or [{}]
+        code = guesses[0].get("code", "")
+    return str(code)
+
+
 def _relative(mass: dict[str, float]) -> dict[str, float]:
     top = max(mass.values()) if mass else 0.0
     return {c: round(v / top, 4) for c, v in mass.items() if top > 0 and v / top >= 0.005}
@@ -339,7 +367,7 @@ class EvidenceFusion:
 
     def log_prior(self, codes: list[str]) -> np.ndarray:
         """Log prior over ``codes`` (unnormalised): the log of the gallery points or the population
-        per ``fusion.prior``, times the prior's power (0.5 by hand: square roots)."""
+        per ``fusion.prior``, times the prior's power (0.4 by hand)."""
         if self.settings.fusion.prior == "photos":
             table = photo_prior()["countries"]
             points = np.array([table[c]["points"] if c in table else 0 for c in codes], dtype=np.float64)
@@ -355,6 +383,8 @@ class EvidenceFusion:
         codes = sorted(self.gaz.countries)
         idx = {c: i for i, c in enumerate(codes)}
         logp = self.log_prior(codes)
+        prior = np.exp(logp - logp.max())
+        prior /= prior.sum()
         families: dict[str, list[Evidence]] = defaultdict(list)
         for e in evidence:
             if not e.usable or e.weight <= 0 or not e.countries or e.kind in NON_COUNTRY_KINDS:
@@ -382,10 +412,14 @@ class EvidenceFusion:
                     for c, v in e.countries.items():
                         if c in idx:
                             share[idx[c]] = min(1.0, v)
-                    if e.kind != EvidenceKind.UTC_OFFSET:
-                        share = np.maximum(share, floor)  # Danish signs in Germany: rare, not impossible
+                    elsewhere = MIXTURE_ELSEWHERE[e.kind] or 0.0
+                    if e.kind == EvidenceKind.LANGUAGE:
+                        # P(text in this language | country): its speakers' share, or how often
+                        # the language is seen abroad
+                        share = np.maximum(share, LANGUAGE_ABROAD.get(_language_code(e), floor))
+                        elsewhere = float(prior @ share)
                     trust = min(0.99, w)
-                    like = trust * share + (1 - trust) * MIXTURE_ELSEWHERE[e.kind]
+                    like = trust * share + (1 - trust) * elsewhere
                     logp += (CORRELATED_DISCOUNT**rank) * np.log(like)
                     continue
                 like = np.full(len(codes), floor)
@@ -465,7 +499,7 @@ class EvidenceFusion:
             ranked = [self.prior_candidate()]  # a guess to rank, never an answer
         self._attach_places(ranked)
         top = ranked[0].probability if ranked else 0.0
-        if not ranked or top < s.min_probability or ranked[0].source == CandidateSource.PRIOR:
+        if not is_answer(ranked[0] if ranked else None, top, evidence, s.min_probability):
             return FusionResult(
                 status="insufficient_evidence",
                 basis=None,
@@ -876,19 +910,47 @@ class EvidenceFusion:
                 if best.granularity == Granularity.COUNTRY or not best.place
                 else best.place.short()
             )
-            parts.append(
+            lead = (
                 "Weak hints only: "
                 + "; ".join(hints[:4])
-                + f". They point most to {and_list([self.gaz.country_name(c) for c in tops])}, but no place is "
-                f"likely enough: the best, {where}, has probability {best.probability:.2f}, below the "
-                f"{self.settings.min_probability:.2f} an answer needs."
+                + f". They point most to {and_list([self.gaz.country_name(c) for c in tops])}, but "
             )
+            if narrowing_only(evidence):
+                parts.append(
+                    lead + "a camera clock's offset narrows the longitudes, it does not decide among the "
+                    f"countries that share them: the best, {where}, has probability {best.probability:.2f}, "
+                    "and is a guess, not an answer."
+                )
+            else:
+                parts.append(
+                    lead + f"no place is likely enough: the best, {where}, has probability "
+                    f"{best.probability:.2f}, below the {self.settings.min_probability:.2f} an answer needs."
+                )
         else:
             parts.append("No clue in the metadata or the text implies any place.")
         injected = [e for e in evidence if e.kind == EvidenceKind.PROMPT_INJECTION]
         if injected:
             parts.append("The image's text tries to instruct an AI model, so none of it was trusted.")
         return " ".join(parts)
+
+
+def is_answer(top: Candidate | None, p: float, evidence: list[Evidence], min_probability: float) -> bool:
+    """Whether ``top`` at probability ``p`` is an answer, not only the best guess: likely enough,
+    not the prior's guess (no evidence at all), and not the fusion's pick among the countries a
+    camera clock's offset leaves (:func:`narrowing_only`)."""
+    if top is None or p <= 0 or p < min_probability or top.source == CandidateSource.PRIOR:
+        return False
+    fusions_pick = top.source in (CandidateSource.TEXT_CLUE, CandidateSource.GAZETTEER)
+    return not (fusions_pick and narrowing_only(evidence))
+
+
+def narrowing_only(evidence: list[Evidence]) -> bool:
+    """Whether every clue with a location is one that narrows but never decides alone
+    (:data:`NARROWING_ONLY`: the camera clock's offset)."""
+    located = [
+        e for e in evidence if e.usable and e.weight > 0 and e.countries and e.kind not in NON_COUNTRY_KINDS
+    ]
+    return bool(located) and all(e.kind in NARROWING_ONLY for e in located)
 
 
 def gps_trust(conflicts: list[GpsConflict]) -> float:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from geosleuth.agents.context import Usage
 from geosleuth.agents.deps import Deps, build_deps, make_vlm
-from geosleuth.agents.fusion import confidence_level
+from geosleuth.agents.fusion import confidence_level, is_answer
 from geosleuth.agents.planner import Planner
 from geosleuth.agents.state import Action, RunState
 from geosleuth.config import Settings, load_settings
@@ -123,7 +123,7 @@ class Locator:
         top = ranked[0] if ranked else None
         p = state.confidence
         # the prior's guess (no evidence at all) ranks, for forced answers, but never answers
-        located = top is not None and p >= s.min_probability and p > 0 and top.source != CandidateSource.PRIOR
+        located = is_answer(top, p, state.evidence, s.min_probability)
         basis: Literal["exif-gps", "evidence"] | None = None
         if located and top is not None:
             basis = "exif-gps" if top.source == CandidateSource.EXIF else "evidence"

@@ -769,7 +769,7 @@ class ClueExtractor:
                 value=f"text is in {best.name} (confidence {best.confidence:.2f} on {letters} letters)",
                 weight=round(weight, 4),
                 countries=_normalise(countries),
-                details={"guesses": [g.model_dump() for g in languages[:3]]},
+                details={"language": best.code, "guesses": [g.model_dump() for g in languages[:3]]},
             )
         )
 
