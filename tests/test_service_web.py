@@ -13,6 +13,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -174,17 +175,15 @@ class PhotoServer(LocalServer):
     handler = PhotoHandler
 
 
-@pytest.fixture(scope="module")
-def served(exif_locator: Locator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``geosleuth serve`` as it runs: the app on uvicorn on a loopback port, in a thread (photo
-    URLs may be on loopback here, for the test's photo server)."""
+@contextmanager
+def running(locator: Locator, folder: Path, **serve: Any) -> Iterator[str]:
+    """``geosleuth serve`` as it runs: the app on uvicorn on a loopback port, in a thread."""
     import uvicorn
 
-    exif_locator.deps.gazetteer.ensure_built()
-    folder = tmp_path_factory.mktemp("web")
+    locator.deps.gazetteer.ensure_built()
     storage = open_storage(str(folder / "service.sqlite3"), folder)
-    settings = exif_locator.settings.with_overrides(serve={"allow_private_urls": True})
-    app = create_app(exif_locator, storage, settings=settings, job_poll_s=0.05)
+    settings = locator.settings.with_overrides(serve=serve)
+    app = create_app(locator, storage, settings=settings, job_poll_s=0.05)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="geosleuth-web-test", daemon=True)
@@ -200,6 +199,13 @@ def served(exif_locator: Locator, tmp_path_factory: pytest.TempPathFactory) -> I
         server.should_exit = True
         thread.join(timeout=30)
         storage.close()
+
+
+@pytest.fixture(scope="module")
+def served(exif_locator: Locator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server the page tests share (photo URLs may be on loopback: the test's photo server)."""
+    with running(exif_locator, tmp_path_factory.mktemp("web"), allow_private_urls=True) as url:
+        yield url
 
 
 def shots_dir(tmp_path: Path) -> Path:
@@ -218,6 +224,22 @@ def cards(page: Any) -> list[dict[str, str]]:
         state: b.querySelector('[data-testid=photo-state]').textContent }))"""
     )
 
+
+_RECORD_STATUSES = """() => {
+  window.__statuses = [];
+  new MutationObserver((changes) => {
+    for (const c of changes) {
+      if (c.type === 'childList') for (const n of c.addedNodes) n.querySelector && record(n.querySelector('[data-testid=photo]'));
+      else record(c.target);
+    }
+  }).observe(document.getElementById('photos'), { subtree: true, childList: true, attributes: true, attributeFilter: ['data-status'] });
+  function record(button) {
+    if (!button) return;
+    const i = [...document.querySelectorAll('[data-testid=photo]')].indexOf(button);
+    const list = (window.__statuses[i] ||= []);
+    if (list[list.length - 1] !== button.dataset.status) list.push(button.dataset.status);
+  }
+}"""
 
 _MAP_PIXELS = """async () => {
   const img = document.getElementById('map');
@@ -244,11 +266,18 @@ def test_photos_in_answer_map_errors_and_a_chat_answer(served: str, chromium: An
     with chromium.open(f"{served}/", width=1280, height=1000) as page:
         p = page.page
         p.wait_for_selector("body[data-ready=true]")
+        p.evaluate(_RECORD_STATUSES)
         p.set_input_files("#file-input", [fixture("exif_gps.jpg"), fixture("not_an_image.jpg")])
         p.wait_for_selector("[data-testid=photo][data-status=done]")
         p.wait_for_selector("[data-testid=photo][data-status=failed]")
         p.wait_for_selector("#map[data-loaded=true]")
         good, bad = cards(page)
+        # each photo showed its progress on its way (the fast steps may pass between two polls)
+        seen = p.evaluate("() => window.__statuses")
+        for statuses, last in ((seen[0], "done"), (seen[1], "failed")):
+            assert statuses[-1] == last and "uploading" in statuses
+            order = ["pending", "uploading", "waiting", "locating", last]
+            assert [order.index(s) for s in statuses] == sorted(order.index(s) for s in statuses)
         assert good["name"] == "exif_gps.jpg" and good["status"] == "done" and "Paris" in good["state"]
         # the corrupt file shows the server's own error for it, and did not stop the other
         direct = httpx.post(
@@ -327,3 +356,33 @@ def test_a_dropped_photo_with_a_hostile_name_and_a_pasted_url(served: str, chrom
         assert page.count("img[src=x]") == 0
         p.wait_for_selector("#map[data-loaded=true]")
         assert_clean(page)
+        # the policy is on: no request elsewhere, and no string becomes markup (Trusted Types)
+        p.evaluate("() => fetch('http://127.0.0.1:9/').catch(() => null)")
+        assert [v.directive for v in page.csp_violations()] == ["connect-src"]
+        sink = "() => { try { document.body.innerHTML = '<b>x</b>'; return 'assigned'; } catch (e) { return e.name; } }"
+        assert p.evaluate(sink) == "TypeError"
+
+
+@pytest.mark.slow
+def test_a_server_with_keys_asks_for_one_and_the_page_uses_it(
+    exif_locator: Locator, chromium: Any, tmp_path: Path
+):
+    keys = tmp_path / "keys"
+    keys.write_text("s3cret-key\n", encoding="utf-8")
+    with running(exif_locator, tmp_path, api_key_file=str(keys)) as url, chromium.open(f"{url}/") as page:
+        p = page.page
+        p.wait_for_selector("body[data-ready=true]")
+        p.set_input_files("#file-input", [fixture("exif_gps.jpg")])
+        p.wait_for_selector("[data-testid=photo][data-status=failed]")
+        assert p.is_visible("#key-row")
+        p.fill("#key-input", "s3cret-key")
+        p.click("#key-save")
+        p.set_input_files("#file-input", [fixture("exif_gps.jpg")])
+        p.wait_for_selector("#map[data-loaded=true]")  # the map came with the key too
+        assert [c["status"] for c in cards(page)] == ["failed", "done"]
+        assert p.is_hidden("#key-row")
+        # the one console error is the browser's line about the refused upload (401)
+        assert [m.text for m in page.console_errors] == [
+            "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+        ]
+        assert page.page_errors == [] and page.blocked_requests == [] and page.csp_violations() == []
