@@ -386,3 +386,25 @@ def test_a_server_with_keys_asks_for_one_and_the_page_uses_it(
             "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
         ]
         assert page.page_errors == [] and page.blocked_requests == [] and page.csp_violations() == []
+
+
+@pytest.mark.slow
+def test_a_photo_too_large_fails_alone(exif_locator: Locator, chromium: Any, tmp_path: Path):
+    names = ["exif_gps.jpg", "exif_gps.tif", "exif_gps.png"]  # 8, 46 and 10 KB
+    with running(exif_locator, tmp_path, max_upload_mb=0.03) as url, chromium.open(f"{url}/") as page:
+        p = page.page
+        p.wait_for_selector("body[data-ready=true]")
+        p.set_input_files("#file-input", [fixture(n) for n in names])
+        p.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=photo]')]"
+            ".every((b) => b.dataset.status === 'done' || b.dataset.status === 'failed')"
+        )
+        shown = cards(page)
+        assert [c["name"] for c in shown] == names
+        assert [c["status"] for c in shown] == ["done", "failed", "done"]
+        assert "exif_gps.tif" in shown[1]["state"] and "serve.max_upload_mb" in shown[1]["state"]
+        # the browser's lines about the refused uploads (the job of three, then of two) and nothing else
+        assert {m.text for m in page.console_errors} == {
+            "Failed to load resource: the server responded with a status of 413 (Request Entity Too Large)"
+        }
+        assert page.page_errors == [] and page.csp_violations() == []

@@ -77,11 +77,11 @@ class MapSvg:
 
 def map_svg(prediction: Prediction, view: MapView = "answer") -> MapSvg:
     """``view`` of the report's map of ``prediction``, as a standalone SVG document."""
-    return _map_svg(prediction.model_dump_json(), view)
+    return _report_maps(prediction.model_dump_json())[view]
 
 
-@lru_cache(maxsize=48)
-def _map_svg(body: str, view: MapView) -> MapSvg:
+@lru_cache(maxsize=8)  # one report gives every view: the page asks for them one after another
+def _report_maps(body: str) -> dict[MapView, MapSvg]:
     from geosleuth.report.html import csp, render_html, stylesheet
 
     html = render_html(Prediction.model_validate_json(body))
@@ -89,18 +89,24 @@ def _map_svg(body: str, view: MapView) -> MapSvg:
     defs = _DEFS.search(html)
     if set(views) != set(MAP_VIEWS) or defs is None:  # the report's template changed shape
         raise RuntimeError(f"the report's map has views {sorted(views)}, expected {list(MAP_VIEWS)}")
-    chosen = views[view]
-    _, _, w, h = (float(v) for v in chosen["box"].split())
-    height = round(MAP_WIDTH_PX * h / w) if w > 0 else MAP_WIDTH_PX // 2
     css = _MAP_CSS + stylesheet()
-    shared = f"<defs>{defs['defs']}</defs>" if 'href="#basemap"' in chosen["body"] else ""
-    svg = (
+    policy = csp(css)
+    return {
+        view: MapSvg(svg=_standalone(view, views[view], defs["defs"], css), csp=policy) for view in MAP_VIEWS
+    }
+
+
+def _standalone(view: MapView, match: re.Match[str], defs: str, css: str) -> str:
+    box, body = match["box"], match["body"]
+    _, _, w, h = (float(v) for v in box.split())
+    height = round(MAP_WIDTH_PX * h / w) if w > 0 else MAP_WIDTH_PX // 2
+    shared = f"<defs>{defs}</defs>" if 'href="#basemap"' in body else ""
+    return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{chosen["box"]}" width="{MAP_WIDTH_PX}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{box}" width="{MAP_WIDTH_PX}" '
         f'height="{height}" preserveAspectRatio="xMidYMid meet" role="img" aria-label="map, {view} view" '
-        f'data-view="{view}"><style>{css}</style>{shared}{chosen["body"]}</svg>\n'
+        f'data-view="{view}"><style>{css}</style>{shared}{body}</svg>\n'
     )
-    return MapSvg(svg=svg, csp=csp(css))
 
 
 __all__ = ["ASSETS", "MAP_VIEWS", "PAGE", "PAGE_CSP", "Asset", "MapSvg", "MapView", "asset_bytes", "map_svg"]

@@ -11,6 +11,7 @@
 
 const API = "/v1";
 const POLL_MS = 600;
+const MAX_ATTEMPTS = 5; // for a busy (503) or rate-limited (429) server
 const KEY_STORE = "geosleuth-api-key";
 const LEVEL_TEXT = { high: "high", medium: "medium", low: "low", none: "none" };
 
@@ -162,7 +163,12 @@ function newEntry(name, file) {
     thumb,
     el("div", {}, nameNode, state, bar),
   );
-  button.addEventListener("click", () => select(entry));
+  button.addEventListener("click", () => {
+    select(entry);
+    const result = $("result");
+    // one column (a phone): the answer is below the list, bring it into view
+    if (!result.hidden && result.getBoundingClientRect().top > window.innerHeight) result.scrollIntoView({ block: "start" });
+  });
   entry.card = { button, state, bar };
   $("photos").append(el("li", {}, button));
   photos.push(entry);
@@ -227,7 +233,7 @@ function addUrl(url) {
     .catch((err) => fail([entry], err));
 }
 
-async function submitFiles(files, entries) {
+async function submitFiles(files, entries, attempt = 1) {
   const form = new FormData();
   files.forEach((f, i) => form.append("image", f, f.name || `pasted-${entries[i].number}.png`));
   for (const e of entries) setStatus(e, "uploading", { progress: 0 });
@@ -239,14 +245,16 @@ async function submitFiles(files, entries) {
     await follow(job, entries);
   } catch (err) {
     if (entries.length > 1 && (err.status === 413 || err.status === 400)) {
-      // one photo too large (or too many at once) refuses the whole job: send each alone, so
-      // only the photo at fault fails
-      for (let i = 0; i < files.length; i++) submitFiles([files[i]], [entries[i]]);
+      // a photo too large (or too many at once) refuses the whole job: send each half alone,
+      // so in the end only the photo at fault fails
+      const half = Math.ceil(files.length / 2);
+      submitFiles(files.slice(0, half), entries.slice(0, half));
+      submitFiles(files.slice(half), entries.slice(half));
       return;
     }
-    if (retryAfter(err)) {
-      await sleep(1000);
-      return submitFiles(files, entries);
+    if (retryAfter(err) && attempt < MAX_ATTEMPTS) {
+      await sleep(1000 * attempt);
+      return submitFiles(files, entries, attempt + 1);
     }
     fail(entries, err);
   }
