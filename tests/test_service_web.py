@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import threading
@@ -35,6 +36,7 @@ from geosleuth.testing.http import LocalServer, QuietHandler
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = "<img src=x onerror=alert(1)>"
 HOSTILE_XML = "]]></title><script>alert(2)</script><title>"
+HOSTILE_VLM = "</blockquote><script>alert('vlm')</script>"
 
 
 # --- served: the page, its files, the map (no browser) ---------------------------------------------
@@ -408,3 +410,57 @@ def test_a_photo_too_large_fails_alone(exif_locator: Locator, chromium: Any, tmp
             "Failed to load resource: the server responded with a status of 413 (Request Entity Too Large)"
         }
         assert page.page_errors == [] and page.csp_violations() == []
+
+
+def hostile(prediction: dict[str, Any]) -> dict[str, Any]:
+    """``prediction`` with markup in every string a person reads on the page."""
+    p = json.loads(json.dumps(prediction))
+    p["best"]["place"]["name"] = p["best"]["place"]["country"] = HOSTILE
+    p["explanation"] = HOSTILE_VLM
+    p["warnings"] = [HOSTILE]
+    for c in p["candidates"]:
+        c["label"] = HOSTILE_VLM
+        if c["place"]:
+            c["place"]["country"] = HOSTILE
+    for e in p["evidence"]:
+        e["value"], e["reason"] = HOSTILE, HOSTILE_VLM
+    return p
+
+
+@pytest.mark.slow
+def test_markup_in_a_prediction_and_a_chat_answer_shows_as_text(served: str, chromium: Any):
+    import httpx
+
+    from geosleuth.service.chat import sse
+    from geosleuth.testing.browser import Served
+
+    made = httpx.post(
+        f"{served}/v1/locate", files={"image": ("exif_gps.jpg", fixture("exif_gps.jpg").read_bytes())}
+    )
+    shown = hostile(made.json())
+    answer = sse("delta", {"text": HOSTILE}) + sse(
+        "turn", {"answer": HOSTILE + HOSTILE_VLM, "cited_evidence": [HOSTILE]}
+    )
+    serve = {  # the page's own server, but these two answers carry markup everywhere
+        re.compile(r".*/v1/predictions/pred_[\w-]+$"): Served(json.dumps(shown).encode(), "application/json"),
+        re.compile(r".*/v1/chat/chat_[\w-]+/messages$"): Served(answer, "text/event-stream"),
+    }
+    with chromium.open(f"{served}/", serve=serve) as page:
+        p = page.page
+        p.wait_for_selector("body[data-ready=true]")
+        p.set_input_files("#file-input", [fixture("exif_gps.jpg")])
+        p.wait_for_selector("#map[data-loaded=true]")
+        assert page.text("[data-testid=answer-place]") == f"{HOSTILE}, Ile-de-France, {HOSTILE}"
+        assert page.text("#answer-explanation") == HOSTILE_VLM
+        assert HOSTILE in page.text("[data-testid=evidence]") and HOSTILE_VLM in page.text(
+            "[data-testid=evidence]"
+        )
+        assert HOSTILE_VLM in page.text("[data-testid=alternatives]") and HOSTILE in page.text("#notes")
+        p.fill("#chat-input", "Why?")
+        p.press("#chat-input", "Enter")
+        p.wait_for_selector("[data-testid=chat-answer][data-state=done]")
+        assert page.text("[data-testid=chat-answer]") == f"{HOSTILE}{HOSTILE_VLM}\ncited: {HOSTILE}"
+        assert page.count("img[src=x]") == 0 and page.count("main script, main blockquote") == 0
+        assert page.dialogs == [] and page.page_errors == [] and page.console_errors == []
+        assert page.csp_violations() == []  # nothing was even tried as markup (Trusted Types would say)
+        assert any(r.served for r in page.requests)
