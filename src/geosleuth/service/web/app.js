@@ -11,6 +11,7 @@
 
 const API = "/v1";
 const POLL_MS = 600;
+const MAX_ALTERNATIVES = 6;
 const MAX_ATTEMPTS = 5; // for a busy (503) or rate-limited (429) server
 const KEY_STORE = "geosleuth-api-key";
 const LEVEL_TEXT = { high: "high", medium: "medium", low: "low", none: "none" };
@@ -392,9 +393,10 @@ function showAlternatives(p) {
   const others = p.candidates.filter(
     (c) => !best || (c.point.lat !== best.point.lat || c.point.lon !== best.point.lon),
   );
-  others.slice(0, 8).forEach((c, i) => {
-    const name = el("td", { text: candidateName(c) });
-    if (c.place && c.label !== candidateName(c)) name.append(el("div", { className: "small muted", text: c.label }));
+  others.slice(0, MAX_ALTERNATIVES).forEach((c, i) => {
+    // as the report's hypotheses: what the candidate stands for, then the place nearest its point
+    const name = el("td", { text: c.label });
+    if (c.place && c.label !== placeName(c.place)) name.append(el("div", { className: "small muted", text: placeName(c.place) }));
     body.append(
       el(
         "tr",
@@ -406,6 +408,10 @@ function showAlternatives(p) {
       ),
     );
   });
+  if (others.length > MAX_ALTERNATIVES) {
+    const more = `${others.length - MAX_ALTERNATIVES} more in the full report`;
+    body.append(el("tr", {}, el("td"), el("td", { className: "small muted", text: more, attrs: { colspan: "3" } })));
+  }
   $("alternatives").hidden = others.length === 0;
   $("no-alternatives").hidden = others.length > 0;
 }
