@@ -79,8 +79,8 @@ def test_locate_by_path_returns_summary_text_and_map_then_explain_and_ask_use_it
         located = await c.call_tool("locate", {"image": str(fixture("exif_gps.jpg"))})
         pid = located.structured_content["id"]
         explained = await c.call_tool("explain", {"prediction_id": pid})
-        asked = await c.call_tool("ask", {"prediction_id": pid, "question": "Why Paris?"})
-        again = await c.call_tool("ask", {"prediction_id": pid, "question": "How sure are you?"})
+        asked = await c.call_tool("ask", {"prediction_id": pid, "question": "Could it be Lisbon?"})
+        again = await c.call_tool("ask", {"prediction_id": pid, "question": "Why Paris?"})
         return located, explained, asked, again
 
     located, explained, asked, again = session(ctx, work)
@@ -107,7 +107,9 @@ def test_locate_by_path_returns_summary_text_and_map_then_explain_and_ask_use_it
 
     a = asked.structured_content
     assert not asked.is_error and a["engine"] == "rules" and "exif.gps" in a["cited_evidence"]
+    assert a["error"] is None  # check_place ran: the photo located here keeps its planner state
     assert a["place"].startswith("Paris") and again.structured_content["session"] == a["session"]
+    assert ctx.storage.get_chat(a["session"]) is not None
 
 
 def test_locate_by_data_uri(ctx):

@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from geosleuth.agents.context import Usage
     from geosleuth.agents.pipeline import ImageSource, Locator
     from geosleuth.chat import Conversation
+    from geosleuth.chat.photo import PhotoSession
     from geosleuth.config import Settings
     from geosleuth.service.chat import ChatSessions
     from geosleuth.service.fetch import URLFetcher
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 _MB = 1024 * 1024
 DATA_URI_NAME = "<data URI>"
 ALTERNATIVES = 5  # alternatives a locate result lists beside the best answer
+LIVE_PHOTOS = 8  # photos located here whose planner states are kept for ask (each holds its pixels)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _DATA_HEADER = re.compile(r"^data:image/[A-Za-z0-9.+-]+(;[A-Za-z0-9.+=-]+)*;base64$", re.IGNORECASE)
 
@@ -87,6 +90,7 @@ class IntegrationContext:
         self._fetcher = fetcher
         self._chats: ChatSessions | None = None
         self._sessions: dict[str, str] = {}  # prediction id -> chat session id
+        self._photos: OrderedDict[str, tuple[PhotoSession, bytes | None]] = OrderedDict()
         self._lock = threading.RLock()
 
     @property
@@ -154,14 +158,27 @@ class IntegrationContext:
             )
         return Prediction.model_validate_json(body)
 
+    def keep_photo(self, pid: str, photo: PhotoSession, image: bytes | None) -> None:
+        """Keep the planner state of a photo just located (the last :data:`LIVE_PHOTOS`), so
+        that questions about it can call tools on it (``check_place``, ``zoom``)."""
+        with self._lock:
+            self._photos[pid] = (photo, image)
+            while len(self._photos) > LIVE_PHOTOS:
+                self._photos.popitem(last=False)
+
     def conversation(self, pid: str) -> tuple[str, Conversation]:
         """The chat session about prediction ``pid`` (made on its first question) and its
-        conversation. The service keeps no photo for a prediction, so questions that need the
-        pixels (a zoom) are answered with why they cannot be."""
+        conversation. About a photo located by this process, the conversation has its planner
+        state; about an older one only the stored prediction, so questions that need the pixels
+        are answered with why they cannot be."""
         with self._lock:
             sid = self._sessions.get(pid)
             if sid is None:
-                sid, _ = self.chats.from_prediction(self.prediction(pid))
+                kept = self._photos.pop(pid, None)
+                if kept is not None:
+                    sid, _ = self.chats.from_located(*kept)
+                else:
+                    sid, _ = self.chats.from_prediction(self.prediction(pid))
                 self._sessions[pid] = sid
         return sid, self.chats.open(sid)
 
@@ -474,12 +491,24 @@ def locate(ctx: IntegrationContext, image: ImageArg) -> LocateResult:
     confidence, the alternatives, an id for explain and ask, and a map.
 
     Stores the prediction (as the HTTP service does), so explain and ask can use it later."""
+    from geosleuth.agents.context import Usage
+    from geosleuth.chat.photo import PhotoSession
     from geosleuth.service.storage import new_id
 
     name, source = read_image(ctx, image)
-    prediction = ctx.locator.locate(source, name=name)
+    locator = ctx.locator
+    prediction, state = locator.run(source, name=name)
     pid = new_id("pred")
     ctx.storage.put_prediction(pid, prediction.source, prediction.model_dump_json(exclude={"trace"}))
+    photo = PhotoSession(
+        number=1,
+        source=source,
+        prediction=prediction,
+        state=state,
+        usage=Usage(locator.settings.budgets),
+        load=prediction.stages[0],
+    )
+    ctx.keep_photo(pid, photo, source if isinstance(source, bytes) else None)
     return LocateResult.of(pid, prediction)
 
 
