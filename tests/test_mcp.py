@@ -204,3 +204,79 @@ def test_geosleuth_mcp_over_stdio(cache_dir, gazetteer, tmp_path):
     assert [t.name for t in listed.tools] == ["locate", "explain", "ask"]
     assert not located.is_error and located.structured_content["country_code"] == "FR"
     assert Path(tmp_path / "db.sqlite3").exists()
+
+
+def test_a_url_goes_through_the_ssrf_safe_fetcher(settings, exif_locator, tmp_path):
+    import httpx
+
+    from geosleuth.service.fetch import URLFetcher
+
+    seen: list[httpx.Request] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=fixture("exif_gps.jpg").read_bytes())
+
+    fetcher = URLFetcher(
+        max_bytes=1 << 20, resolver=lambda host, port: ["93.184.215.14"], transport=httpx.MockTransport(serve)
+    )
+    context = IntegrationContext(
+        settings,
+        locator=exif_locator,
+        fetcher=fetcher,
+        database=str(tmp_path / "db.sqlite3"),
+        allow_local_files=False,
+    )
+    result = call(context, "locate", {"image": "https://photos.example/p/exif_gps.jpg?sig=secret"})
+    assert not result.is_error and result.structured_content["country_code"] == "FR"
+    assert result.structured_content["source"] == "https://photos.example/p/exif_gps.jpg"  # no query string
+    assert [r.url.host for r in seen] == ["93.184.215.14"] and seen[0].headers["host"] == "photos.example"
+    private = URLFetcher(
+        max_bytes=1 << 20, resolver=lambda host, port: ["10.0.0.7"], transport=httpx.MockTransport(serve)
+    )
+    context._fetcher = private
+    refused = call(context, "locate", {"image": "https://intranet.example/p.jpg"})
+    assert error_type(refused) == "URLRefusedError" and len(seen) == 1
+    context.close()
+
+
+def test_the_registry_keeps_each_tool_set_to_its_context():
+    from geosleuth.agents.context import RunContext
+    from geosleuth.agents.registry import AgentTool
+    from geosleuth.agents.toolbox import TOOLS
+
+    with pytest.raises(TypeError, match="IntegrationContext"):
+        INTEGRATION_TOOLS.add(TOOLS["reverse_geocode"])  # a planner tool runs in a RunContext
+    with pytest.raises(TypeError, match="first parameter must be `ctx: RunContext`"):
+        AgentTool.from_function(INTEGRATION_TOOLS["locate"].function)
+    assert all(t.context is IntegrationContext for t in INTEGRATION_TOOLS)
+    assert all(t.context is RunContext for t in TOOLS)
+
+
+@pytest.mark.parametrize(
+    ("args", "http", "allowed"),
+    [
+        ([], False, True),
+        (["--http", "--port", "8799"], True, False),
+        (["--http", "--allow-local-files"], True, True),
+    ],
+)
+def test_the_command_serves_stdio_or_http_and_refuses_local_files_over_http(monkeypatch, args, http, allowed):
+    from typer.testing import CliRunner
+
+    import geosleuth.integrations.mcp as server_module
+    from geosleuth.cli import app
+
+    made: list[IntegrationContext] = []
+    runs: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(server_module, "create_server", lambda context: made.append(context) or "server")
+    monkeypatch.setattr(server_module, "run_stdio", lambda server: runs.append(("stdio", {})))
+    monkeypatch.setattr(server_module, "run_http", lambda server, **kw: runs.append(("http", kw)))
+    result = CliRunner().invoke(app, ["mcp", "--offline", "-q", *args])
+    assert result.exit_code == 0, result.output
+    assert [kind for kind, _ in runs] == ["http" if http else "stdio"]
+    assert made[0].allow_local_files is allowed and made[0].settings.offline is True
+    if http:
+        assert runs[0][1]["host"] == "127.0.0.1" and runs[0][1]["port"] == (
+            8799 if "--port" in args else 8765
+        )
