@@ -54,6 +54,7 @@ class ToolContext(Protocol):
 
     def record(self, call: ToolCall) -> None: ...
 
+
 MAX_RESULT_CHARS = 4000  # a ToolCall's result summary in the trace
 
 
