@@ -10,6 +10,11 @@ returns a pydantic model, and its docstring's first paragraph is its description
     def geocode(ctx: RunContext, name: Annotated[str, Field(description="...")]) -> GeocodeResult:
         \"\"\"Find where a place name is.\"\"\"
 
+A tool set made for another context (``Toolset(context=...)``, e.g. the integrations' one context
+per MCP server, :mod:`geosleuth.integrations.tools`) takes that type as the first parameter
+instead; such a context has a ``usage`` (None: no budgets) and a ``record`` for the trace
+(:class:`ToolContext`).
+
 From that declaration come the arguments' pydantic model (:attr:`AgentTool.arguments`), the JSON
 schema a VLM is offered (:meth:`AgentTool.openai_spec`), validation of what a caller sends, the
 budget charge, and a :class:`~geosleuth.schemas.ToolCall` in the trace. The planner, the
@@ -24,7 +29,7 @@ import time
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -32,9 +37,23 @@ from geosleuth.agents.context import RunContext
 from geosleuth.errors import GeoSleuthError, ToolQueryError, UnknownToolError
 from geosleuth.schemas import ToolCall
 
+if TYPE_CHECKING:
+    from geosleuth.agents.context import Usage
+
 R = TypeVar("R", bound=BaseModel)
-Availability = Callable[[RunContext], str | None]
+Availability = Callable[[Any], str | None]
 """Why a tool cannot run in this context (None: it can)."""
+
+
+class ToolContext(Protocol):
+    """What :meth:`AgentTool.call` needs of a context: its usage against the budgets (None: the
+    context has none) and where a call is recorded. :class:`RunContext` is one."""
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    def record(self, call: ToolCall) -> None: ...
+
 
 MAX_RESULT_CHARS = 4000  # a ToolCall's result summary in the trace
 
@@ -60,6 +79,8 @@ class AgentTool(Generic[R]):
     budgeted: bool
     """Counts against ``budgets.max_tool_calls`` (network requests, OCR)."""
     availability: Availability | None = None
+    context: type[Any] = RunContext
+    """The type of the first parameter (the context the tool runs in)."""
 
     @classmethod
     def from_function(
@@ -69,12 +90,13 @@ class AgentTool(Generic[R]):
         name: str | None = None,
         budgeted: bool = True,
         available: Availability | None = None,
+        context: type[Any] = RunContext,
     ) -> AgentTool[R]:
         name = name or function.__name__
         hints = typing.get_type_hints(function, include_extras=True)
         params = list(inspect.signature(function).parameters.values())
-        if not params or hints.get(params[0].name) is not RunContext:
-            raise TypeError(f"agent tool {name!r}: the first parameter must be `ctx: RunContext`")
+        if not params or hints.get(params[0].name) is not context:
+            raise TypeError(f"agent tool {name!r}: the first parameter must be `ctx: {context.__name__}`")
         fields: dict[str, Any] = {}
         for p in params[1:]:
             if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.name not in hints:
@@ -101,6 +123,7 @@ class AgentTool(Generic[R]):
             result=typing.cast("type[R]", result),
             budgeted=budgeted,
             availability=available,
+            context=context,
         )
 
     def json_schema(self) -> dict[str, Any]:
@@ -118,7 +141,7 @@ class AgentTool(Generic[R]):
             },
         }
 
-    def unavailable(self, ctx: RunContext) -> str | None:
+    def unavailable(self, ctx: ToolContext) -> str | None:
         return self.availability(ctx) if self.availability is not None else None
 
     def validate(self, arguments: Mapping[str, Any] | BaseModel) -> BaseModel:
@@ -134,7 +157,7 @@ class AgentTool(Generic[R]):
             )
             raise ToolQueryError(f"{self.name}: bad arguments ({problems})") from None
 
-    def call(self, ctx: RunContext, arguments: Mapping[str, Any] | BaseModel) -> R:
+    def call(self, ctx: ToolContext, arguments: Mapping[str, Any] | BaseModel) -> R:
         """Validate, check availability, charge the budget, run, and record the call in the trace.
         Raises :class:`ToolQueryError` (bad arguments), :class:`~geosleuth.errors.ToolUnavailableError`
         and :class:`~geosleuth.errors.BudgetExceededError`; other typed errors pass through."""
@@ -145,9 +168,10 @@ class AgentTool(Generic[R]):
             from geosleuth.errors import ToolUnavailableError
 
             raise ToolUnavailableError(self.name, "", reason)
-        before = (ctx.usage.tool_calls, ctx.usage.vlm_requests)
-        if self.budgeted:
-            ctx.usage.charge_tool(self.name)
+        usage = ctx.usage
+        before = (usage.tool_calls, usage.vlm_requests) if usage is not None else (0, 0)
+        if self.budgeted and usage is not None:
+            usage.charge_tool(self.name)
         t0 = time.perf_counter()
         record = ToolCall(name=self.name, arguments=dumped)
         try:
@@ -157,10 +181,11 @@ class AgentTool(Generic[R]):
             raise
         finally:
             record.seconds = round(time.perf_counter() - t0, 4)
-            record.cost = {
-                "tool_calls": ctx.usage.tool_calls - before[0],
-                "vlm_requests": ctx.usage.vlm_requests - before[1],
-            }
+            if usage is not None:
+                record.cost = {
+                    "tool_calls": usage.tool_calls - before[0],
+                    "vlm_requests": usage.vlm_requests - before[1],
+                }
             ctx.record(record)
         summary = result.summary() if isinstance(result, ToolResult) else type(result).__name__
         record.result = summary[:MAX_RESULT_CHARS]
@@ -168,9 +193,11 @@ class AgentTool(Generic[R]):
 
 
 class Toolset:
-    """Named agent tools. ``@toolset.tool(...)`` declares one; :meth:`call` runs one by name."""
+    """Named agent tools. ``@toolset.tool(...)`` declares one; :meth:`call` runs one by name.
+    ``context``: the type every tool's first parameter has."""
 
-    def __init__(self, tools: Iterable[AgentTool[Any]] = ()) -> None:
+    def __init__(self, tools: Iterable[AgentTool[Any]] = (), *, context: type[Any] = RunContext) -> None:
+        self.context = context
         self._tools: dict[str, AgentTool[Any]] = {}
         for t in tools:
             self.add(t)
@@ -178,6 +205,11 @@ class Toolset:
     def add(self, tool: AgentTool[Any]) -> AgentTool[Any]:
         if tool.name in self._tools:
             raise ValueError(f"agent tool {tool.name!r} is declared twice")
+        if tool.context is not self.context:
+            raise TypeError(
+                f"agent tool {tool.name!r} runs in a {tool.context.__name__}, this set's tools in a "
+                f"{self.context.__name__}"
+            )
         self._tools[tool.name] = tool
         return tool
 
@@ -187,7 +219,11 @@ class Toolset:
         """Decorator: declare ``function`` as a tool of this set (the function itself is unchanged)."""
 
         def register(function: Callable[..., R]) -> Callable[..., R]:
-            self.add(AgentTool.from_function(function, name=name, budgeted=budgeted, available=available))
+            self.add(
+                AgentTool.from_function(
+                    function, name=name, budgeted=budgeted, available=available, context=self.context
+                )
+            )
             return function
 
         return register
@@ -216,17 +252,17 @@ class Toolset:
         return list(self._tools)
 
     def subset(self, names: Iterable[str]) -> Toolset:
-        return Toolset(self[n] for n in names)
+        return Toolset((self[n] for n in names), context=self.context)
 
     def openai_specs(self) -> list[dict[str, Any]]:
         return [t.openai_spec() for t in self]
 
-    def available(self, ctx: RunContext) -> Toolset:
+    def available(self, ctx: ToolContext) -> Toolset:
         """The tools that can run in ``ctx`` (configured, online when they need the network...)."""
-        return Toolset(t for t in self if t.unavailable(ctx) is None)
+        return Toolset((t for t in self if t.unavailable(ctx) is None), context=self.context)
 
-    def call(self, ctx: RunContext, name: str, arguments: Mapping[str, Any] | BaseModel) -> BaseModel:
+    def call(self, ctx: ToolContext, name: str, arguments: Mapping[str, Any] | BaseModel) -> BaseModel:
         return self[name].call(ctx, arguments)
 
 
-__all__ = ["AgentTool", "Availability", "ToolResult", "Toolset"]
+__all__ = ["AgentTool", "Availability", "ToolContext", "ToolResult", "Toolset"]

@@ -41,6 +41,7 @@ from geosleuth.errors import (
     http_status,
 )
 from geosleuth.schemas import LocateError, Prediction
+from geosleuth.service import web
 from geosleuth.service.chat import ChatSessions
 from geosleuth.service.fetch import URLFetcher
 from geosleuth.service.jobs import BoundedPool, JobRunner, locate_bytes
@@ -238,6 +239,7 @@ def create_app(
     _errors(app)
     _middleware(app, service)
     _routes(app)
+    _web_routes(app)
     return app
 
 
@@ -652,6 +654,44 @@ def _routes(app: FastAPI) -> None:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+
+def _web_routes(app: FastAPI) -> None:
+    """The web page (:mod:`geosleuth.service.web`) at ``/``, its files at ``/web/{name}``, and the
+    report's map of a prediction as SVG, which the page shows."""
+    page_headers = {"Content-Security-Policy": web.PAGE_CSP, "Cache-Control": "no-cache"}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return Response(
+            web.asset_bytes(web.PAGE.file), media_type=web.PAGE.content_type, headers=page_headers
+        )
+
+    @app.get("/web/{name}", include_in_schema=False)
+    async def asset(name: str) -> Response:
+        found = web.ASSETS.get(name)
+        if found is None:
+            raise UnknownIdError(f"no file {name!r} in the web page; it has {sorted(web.ASSETS)}")
+        return Response(web.asset_bytes(found.file), media_type=found.content_type, headers=page_headers)
+
+    @app.get(
+        f"{API}/predictions/{{pid}}/map",
+        tags=["predictions"],
+        response_class=Response,
+        responses={200: {"content": {"image/svg+xml": {}}}, **_ERRORS},
+    )
+    async def prediction_map(
+        pid: str,
+        service: ServiceDep,
+        _who: Caller,
+        view: Annotated[
+            web.MapView, Query(description="Around the answer, its regions, or the world.")
+        ] = "answer",
+    ) -> Response:
+        """The report's map of a stored prediction (one view of it) as a standalone SVG."""
+        prediction = Prediction.model_validate_json(_stored(service, pid))
+        drawn = await asyncio.to_thread(web.map_svg, prediction, view)
+        return Response(drawn.svg, media_type="image/svg+xml", headers={"Content-Security-Policy": drawn.csp})
 
 
 def _stored(service: Service, pid: str) -> str:

@@ -18,6 +18,7 @@ from geosleuth.service.storage import new_id
 if TYPE_CHECKING:
     from geosleuth.agents.pipeline import Locator
     from geosleuth.chat import Conversation
+    from geosleuth.chat.photo import PhotoSession
     from geosleuth.schemas import Prediction
     from geosleuth.service.storage import Storage
 
@@ -53,6 +54,13 @@ class ChatSessions:
 
         photo = PhotoSession(number=1, source=None, prediction=prediction)
         return self._keep(Conversation(self.locator, photos=[photo]), image=None)
+
+    def from_located(self, photo: PhotoSession, image: bytes | None) -> tuple[str, Prediction]:
+        """A conversation about a photo located already, its planner state kept (MCP's ``locate``
+        then ``ask``): no second locate. ``image``: the photo's bytes, kept for a reload."""
+        from geosleuth.chat import Conversation
+
+        return self._keep(Conversation(self.locator, photos=[photo]), image=image)
 
     def _keep(self, conversation: Conversation, *, image: bytes | None) -> tuple[str, Prediction]:
         sid = new_id("chat")

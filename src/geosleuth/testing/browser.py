@@ -249,8 +249,9 @@ class Chromium:
                 executable_path=self.executable,
                 headless=self.headless,
                 # Chromium refuses to start as root with its sandbox on (Playwright turns it off by
-                # default anyway). No host name resolves: a second wall behind the route.
-                args=["--no-sandbox", "--host-resolver-rules=MAP * ~NOTFOUND"],
+                # default anyway). No host name resolves but the loopback address (a test's own
+                # server; the route still aborts what a page may not ask for): a second wall.
+                args=["--no-sandbox", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
             )
         except BaseException:
             self._playwright.stop()
@@ -294,9 +295,23 @@ class Chromium:
         file to open; a ``str`` is HTML, written to a temporary file first so that it loads as a
         report does (a ``file://`` page). ``serve``: URL patterns (Playwright globs, or compiled
         regular expressions) answered with the given :class:`Served` responses, recorded as
-        allowed and served; every other request is still aborted."""
+        allowed and served; every other request is still aborted. A ``str`` that is an
+        ``http://127.0.0.1:PORT/`` URL is a local server's page (``geosleuth serve`` in a test):
+        requests to its origin go through, and only those."""
         with ExitStack() as stack:
-            path = _target_file(target, stack)
+            if isinstance(target, str) and _LOOPBACK_URL.match(target):
+                url = target
+                origin = _origin(target)
+
+                def is_own(requested: str) -> bool:
+                    return _origin(requested) == origin or urlsplit(requested).scheme in ("data", "blob")
+            else:
+                path = _target_file(target, stack)
+                url = path.as_uri()
+
+                def is_own(requested: str) -> bool:
+                    return _is_own(requested, path)
+
             context = self._started().new_context(
                 viewport={"width": width, "height": height}, service_workers="block"
             )
@@ -304,11 +319,11 @@ class Chromium:
             context.set_default_timeout(TIMEOUT_MS)
             context.add_init_script(_RECORD_CSP)
             page = context.new_page()
-            report = PageReport(page=page, url=path.as_uri())
+            report = PageReport(page=page, url=url)
 
             def route(route: Route) -> None:
                 request = route.request
-                allowed = _is_own(request.url, path)
+                allowed = is_own(request.url)
                 report.requests.append(Request(request.url, request.resource_type, allowed))
                 if allowed:
                     route.continue_()
@@ -387,6 +402,14 @@ def _target_file(target: str | Path, stack: ExitStack) -> Path:
     path = folder / "page.html"
     path.write_text(target, encoding="utf-8")
     return path.resolve()
+
+
+_LOOPBACK_URL = re.compile(r"http://127\.0\.0\.1:\d+(/|$)")
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
 
 
 def _is_own(url: str, path: Path) -> bool:
