@@ -6,7 +6,7 @@ fixtures and a sign in each of the world's major scripts, rendered here with Not
         [--set ocr.languages='["deu","eng","fra","jpn","spa"]'] [--json out.json]
 
 ``--set`` takes dotted settings (as ``geosleuth config``), e.g. ``ocr.tesseract_api=false`` for
-the program-per-call path, ``ocr.zoom=false`` without the zoom/tiling re-reads. Prints one line per
+the program-per-call path, ``ocr.tiles=auto`` with the tiled second look. Prints one line per
 set, and the text lines read per script sign with whether the expected word was read.
 """
 

@@ -24,6 +24,8 @@ setup() {
     # GeoCLIP's trained location encoder and 100K GPS gallery ship in its wheel. Its declared
     # dependencies would replace torch and add a broken torchvision, so: no deps.
     "$VENV/bin/python" -m pip install --quiet --no-deps geoclip==1.3.0
+    # The offline gazetteer and land/ocean grid, built now so the first locate does not wait for them.
+    "$VENV/bin/geosleuth" prepare
     touch "$STAMP"
 }
 

@@ -424,3 +424,16 @@ def test_library_warnings_reach_stderr_as_log_lines_not_raw_warnings(tmp_path):
     assert "Expecting to read" in out.stderr  # Pillow's words, as a log record (-v)
     pred = json.loads(out.stdout)
     assert any(e["id"] == "exif.read" and "corrupt" in e["reason"] for e in pred["evidence"])
+
+
+def test_prepare_builds_once_and_check_says_what_is_missing(tmp_path, gazetteer, cache_dir):
+    gazetteer.ensure_built()
+    res = runner.invoke(app, ["prepare", "--cache-dir", str(cache_dir)])
+    assert res.exit_code == 0 and "already built" in res.stdout
+    res = runner.invoke(app, ["prepare", "--check", "--cache-dir", str(cache_dir)])
+    assert res.exit_code == 0 and "built in" in res.stdout
+    empty = tmp_path / "empty"
+    res = runner.invoke(app, ["prepare", "--check", "--cache-dir", str(empty)])
+    assert res.exit_code == 1
+    assert "landmask" in res.stderr and ".sqlite" in res.stderr and "geosleuth prepare" in res.stderr
+    assert not empty.exists()  # a check builds nothing

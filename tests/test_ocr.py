@@ -100,3 +100,58 @@ def test_group_lines_does_not_mix_sizes():
     # A big title above small print that overlaps it vertically is not one line.
     boxes = [(0, 0, 200, 100), (210, 60, 260, 80)]
     assert group_lines(boxes) == [[0], [1]]
+
+
+class _TileDetector:
+    """A detector that sees one small sign only when it is enlarged: at (1200, 900)-(1260, 912)
+    of a 1600x1200 photo, in whatever tile covers it; plus one big line found at every size."""
+
+    max_side = 2000
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def detect_and_read(self, image):
+        self.calls.append(image.size)
+        if image.size == (1600, 1200):  # the whole photo: only the big line
+            return [((100.0, 100.0, 900.0, 160.0), "BIG LINE", 0.95)]
+        # a tile, enlarged 2x: report the small sign where this tile holds it (tile origin from
+        # the pixel we painted at each tile's top-left corner)
+        x0, y0 = image.getpixel((0, 0))[:2]
+        x0, y0 = x0 * 10, y0 * 10
+        found = [((2 * (100 - x0), 2 * (100 - y0), 2 * (900 - x0), 2 * (160 - y0)), "BIG LINE", 0.95)]
+        if x0 <= 1200 and y0 <= 900 and 1260 <= x0 + image.size[0] / 2 and 912 <= y0 + image.size[1] / 2:
+            found.append(((2 * (1200 - x0), 2 * (900 - y0), 2 * (1260 - x0), 2 * (912 - y0)), "Nørreport", 0.8))
+        return found
+
+
+def test_tiles_find_small_text_and_drop_what_the_first_pass_found():
+    from PIL import Image
+
+    from geosleuth.tools.ocr.hybrid import HybridOCREngine
+
+    image = Image.new("RGB", (1600, 1200), (128, 128, 128))
+    # each tile's top-left pixel says where the tile starts (in tens of pixels), so the fake
+    # detector can place its boxes; LANCZOS keeps a corner pixel's value closely enough
+    tw, th = int(1600 * 0.625), int(1200 * 0.625)
+    for x0 in (0, 1600 - tw):
+        for y0 in (0, 1200 - th):
+            image.paste((x0 // 10, y0 // 10, 0), (x0, y0, x0 + 3, y0 + 3))
+    detector = _TileDetector()
+    engine = HybridOCREngine(detector, tesseract=None, tiles="auto")  # type: ignore[arg-type]
+    first = detector.detect_and_read(image)
+    new = engine._tiled(image, first)
+    assert len(detector.calls) == 1 + 4 and all(s == (2 * tw, 2 * th) for s in detector.calls[1:])
+    # the small sign once (two tiles hold it), in the photo's pixels; the big line not again
+    assert [t for _, t, _ in new] == ["Nørreport"]
+    (box, _, _) = new[0]
+    assert box == pytest.approx((1200, 900, 1260, 912), abs=1.0)
+
+
+def test_tiles_only_when_the_first_pass_read_little():
+    from geosleuth.tools.ocr.hybrid import _little_text
+
+    sure = ((0.0, 0.0, 10.0, 10.0), "Rue", 0.95)
+    unsure = ((0.0, 0.0, 10.0, 10.0), "~", 0.2)
+    assert _little_text([]) and _little_text([sure, unsure, unsure])
+    assert not _little_text([sure, sure])

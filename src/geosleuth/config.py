@@ -62,6 +62,12 @@ class OCRSettings(_Section):
         description="Run Tesseract in-process through libtesseract (models loaded once); false: run the program.",
     )
     timeout_s: float = Field(default=60.0, gt=0)
+    tiles: Literal["off", "auto", "always"] = Field(
+        default="off",
+        description="Look again for small text in 2x2 overlapping tiles read at twice the size (hybrid "
+        "engine): auto when the first pass finds under two confident lines, always, or off. "
+        "Measured on the Im2GPS3k dev photos by bench/ocr_tiles.py: see the README.",
+    )
 
 
 class LangIDSettings(_Section):

@@ -1,7 +1,7 @@
 """The ``geosleuth`` command. Thin: parse options, call the library, render.
 
 One module per command group (``locate``, ``report``, ``chat`` with ``chat_repl`` for its
-interactive session, ``config``, ``index``, ``vlm``, ``eval``, ``verifier``, ``serve``, ``mcp``), ``render`` for a
+interactive session, ``config``, ``index``, ``vlm``, ``eval``, ``verifier``, ``serve``, ``mcp``, ``prepare``), ``render`` for a
 Prediction as text, ``common`` for the shared options and :func:`reports_errors`,
 the one place where an error becomes an exit code (through :mod:`geosleuth.errors`' table):
 0 every input was processed (a "too little evidence" answer counts as processed); 1 at least one
@@ -25,6 +25,7 @@ from geosleuth.cli.chat import chat
 from geosleuth.cli.common import internal_error_line
 from geosleuth.cli.locate import locate
 from geosleuth.cli.mcp import mcp
+from geosleuth.cli.prepare import prepare
 from geosleuth.cli.report import report
 from geosleuth.cli.serve import serve
 from geosleuth.errors import EXIT_INTERRUPTED, EXIT_OK, exit_code
@@ -43,6 +44,7 @@ app.command()(report)
 app.command()(chat)
 app.command()(serve)
 app.command()(mcp)
+app.command()(prepare)
 app.add_typer(config.app, name="config")
 app.add_typer(index.app, name="index")
 app.add_typer(vlm.app, name="vlm")

@@ -59,7 +59,7 @@ def make_ocr_engine(settings: OCRSettings) -> OCREngine | None:
     if rapid is not None and tess is not None:
         from geosleuth.tools.ocr.hybrid import HybridOCREngine
 
-        return HybridOCREngine(rapid, tess, min_confidence=settings.min_confidence)
+        return HybridOCREngine(rapid, tess, min_confidence=settings.min_confidence, tiles=settings.tiles)
     if rapid is not None:
         return rapid
     if tess is not None:

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 from itertools import pairwise
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -51,6 +52,14 @@ MAX_TRIAL_LINES = 8
 MIN_UNREAD_HEIGHT_PX = 14.0
 # Scripts seen in the mixed reading of unsure lines that are each tried alone.
 MAX_CANDIDATE_SCRIPTS = 2
+# Tiling (ocr.tiles): each of 2x2 tiles, overlapping by a quarter of the side, is enlarged this
+# many times for the detector; photos with a side under TILE_MIN_SIDE px are not tiled; "auto"
+# tiles when fewer than TILE_IF_FEWER boxes were read confidently.
+TILE_ZOOM = 2
+TILE_OVERLAP = 0.125
+TILE_MIN_SIDE = 480
+TILE_IF_FEWER = 2
+Detection = tuple[Box, str, float]
 
 
 def _widen(boxes: list[Box], width: int, factor: float = 1.5) -> list[Box]:
@@ -77,12 +86,18 @@ class HybridOCREngine:
     name = "rapidocr+tesseract"
 
     def __init__(
-        self, rapid: RapidOCREngine, tesseract: TesseractEngine, *, min_confidence: float = 0.5
+        self,
+        rapid: RapidOCREngine,
+        tesseract: TesseractEngine,
+        *,
+        min_confidence: float = 0.5,
+        tiles: Literal["off", "auto", "always"] = "off",
     ) -> None:
         self.rapid = rapid
         self.tesseract = tesseract
         self.min_confidence = min_confidence
         self.max_side = rapid.max_side
+        self.tiles = tiles
 
     def version(self) -> str:
         return f"{self.rapid.version()} detection + {self.tesseract.version()} recognition"
@@ -99,8 +114,11 @@ class HybridOCREngine:
             readable_scripts=readable_scripts(langs),
             missing_scripts=missing_major_scripts(langs),
         )
+        found = self.rapid.detect_and_read(small)
+        if self.tiles == "always" or (self.tiles == "auto" and _little_text(found)):
+            found += self._tiled(small, found)
         # Keep the likeliest text boxes: a photo of a market can have hundreds.
-        found = sorted(self.rapid.detect_and_read(small), key=lambda f: -f[2])[:MAX_BOXES]
+        found = sorted(found, key=lambda f: -f[2])[:MAX_BOXES]
         if not found:
             return result
         # Read whole lines, not RapidOCR's word boxes: its boxes can overlap or split digit groups.
@@ -131,6 +149,26 @@ class HybridOCREngine:
                 # no installed pack reads
                 unread += 1
         return result.model_copy(update={"lines": lines, "unread": unread})
+
+    def _tiled(self, image: Image.Image, found: list[Detection]) -> list[Detection]:
+        """Text the whole-image pass missed: detected again in 2x2 overlapping tiles enlarged
+        :data:`TILE_ZOOM` times (small text the detector passes over at full size), in ``image``'s
+        pixels; boxes that overlap one already found are dropped."""
+        if min(image.size) < TILE_MIN_SIDE:
+            return []
+        w, h = image.size
+        tw, th = int(w * (0.5 + TILE_OVERLAP)), int(h * (0.5 + TILE_OVERLAP))
+        new: list[Detection] = []
+        for x0 in (0, w - tw):
+            for y0 in (0, h - th):
+                tile = image.crop((x0, y0, x0 + tw, y0 + th))
+                big = tile.resize((tw * TILE_ZOOM, th * TILE_ZOOM), Image.Resampling.LANCZOS)
+                for (a, b, c, d), text, score in self.rapid.detect_and_read(big):
+                    box = (x0 + a / TILE_ZOOM, y0 + b / TILE_ZOOM, x0 + c / TILE_ZOOM, y0 + d / TILE_ZOOM)
+                    if not any(_overlap(box, other) > 0.3 for other, _, _ in (*found, *new)):
+                        new.append((box, text, score))
+        log.debug("tiles found %d more text boxes", len(new))
+        return new
 
     def _read_by_script(
         self, image: Image.Image, boxes: list[Box], cores: list[Box], rapid: list[tuple[str, float]]
@@ -281,6 +319,21 @@ class HybridOCREngine:
                     kept[i].append((wx0, wx1))
                     break
         return [(dense_join(texts), sum(confs) / len(confs)) if texts else ("", 0.0) for texts, confs in out]
+
+
+def _little_text(found: Sequence[Detection]) -> bool:
+    """Fewer than :data:`TILE_IF_FEWER` boxes the detector's own recogniser read confidently."""
+    return sum(1 for _, _, score in found if score >= SURE_RAPID) < TILE_IF_FEWER
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """The part of the smaller box that the two share."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w * h / smaller if smaller > 0 else 0.0
 
 
 def _disagree(a: str, b: str) -> bool:
