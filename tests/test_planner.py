@@ -261,3 +261,10 @@ def test_a_rule_chooses_when_the_server_has_no_tool_calling(settings, gazetteer,
     )
     pred = loc.locate(fixture("sign_de_berlin.jpg"))
     assert "(rule)" in pred.stage("investigate#1").detail and osm.nominatim_requests
+
+
+def test_the_runner_is_a_setting(settings, gazetteer):
+    from geosleuth.agents.pipeline import Locator, build_deps
+
+    s = settings.with_overrides(ocr={"engine": "none"}, planner="sequential")
+    assert Locator(deps=build_deps(s, gazetteer=gazetteer)).planner.engine == "sequential"

@@ -420,6 +420,12 @@ class Settings(BaseSettings):
     )
     max_candidates: int = Field(default=10, ge=1)
     distance: Literal["geodesic", "sphere"] = "geodesic"
+    planner: Literal["auto", "langgraph", "sequential"] = Field(
+        default="auto",
+        description="What runs the planner's graph: LangGraph (auto: when installed) or the plain loop "
+        "made from the same edges (the same answers; saves LangGraph's ~1 s import in a process "
+        "that locates one photo).",
+    )
     ocr: OCRSettings = Field(default_factory=OCRSettings)
     langid: LangIDSettings = Field(default_factory=LangIDSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)

@@ -76,7 +76,7 @@ class Locator:
             deps = build_deps(settings)
         self.deps = deps
         self.settings = deps.settings
-        self.planner = Planner(deps)
+        self.planner = Planner(deps, runner=deps.settings.planner)
 
     # -- public API --
 
