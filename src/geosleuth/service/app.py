@@ -197,6 +197,11 @@ class Service:
         """``fn`` in the bounded worker pool (:class:`ServiceBusyError` when it is full)."""
         return await asyncio.wrap_future(self.pool.submit(fn))
 
+    def drain(self) -> None:
+        """A shutdown begins: claim no more job images, and end the result streams once those in
+        flight are recorded (a follower reconnects after the restart). Non-blocking."""
+        self.runner.drain()
+
     def counted(self, result: Prediction | LocateError) -> None:
         if isinstance(result, LocateError):
             self.metrics.photo("error", [])
@@ -770,6 +775,8 @@ async def _result_lines(
 ) -> AsyncIterator[bytes]:
     seen = 0
     while True:
+        # Read before the fetch: when draining with nothing in flight, the fetch sees every result.
+        drained = service.runner.draining and service.runner.busy == 0
         fresh = await asyncio.to_thread(service.storage.finished_items, job_id, seen)
         for item in fresh:
             seen = max(seen, item.finished or 0)
@@ -781,7 +788,7 @@ async def _result_lines(
                 line["error"] = result
             yield (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
         job = await asyncio.to_thread(service.storage.get_job, job_id)
-        if job is None or not follow or (job.done and not fresh):
+        if job is None or not follow or ((job.done or drained) and not fresh):
             return
         if not fresh:
             await asyncio.sleep(poll_s)

@@ -8,7 +8,9 @@ requests, and a runner that works through the stored job items.
 pending items while it has a free worker, locates each, and records the one result. At start it
 puts back the items a stopped process left running (:meth:`Storage.requeue_running`), so a job
 survives a restart. Stopping lets in-flight images finish (``wait``); ``wait=False`` abandons them
-``running``, as a killed process would, for the next start to resume.
+``running``, as a killed process would, for the next start to resume. :meth:`JobRunner.drain` stops
+the claiming alone, at once: ``geosleuth serve`` calls it on SIGTERM, so a client following a job's
+results cannot keep a stopping server at work on the rest of the job.
 """
 
 from __future__ import annotations
@@ -124,6 +126,18 @@ class JobRunner:
 
     def wake(self) -> None:
         """New items are stored: look now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def draining(self) -> bool:
+        """No more items are claimed (:meth:`drain` or :meth:`stop` was called)."""
+        return self._stop.is_set()
+
+    def drain(self) -> None:
+        """Claim no more items, without waiting: those in flight finish and are recorded, the rest
+        stay pending for the next start. Cheap and non-blocking, so a signal handler may call it
+        the moment a shutdown begins (before the server waits for its open connections)."""
+        self._stop.set()
         self._wake.set()
 
     def stop(self, *, wait: bool = True) -> None:
