@@ -112,12 +112,13 @@ class ServeProcess:
         self._close_log()
         return int(self.proc.returncode)
 
-    def rss_bytes(self) -> int:
-        """The server's resident memory now (Linux: ``/proc/PID/status``)."""
+    def rss_bytes(self, *, peak: bool = False) -> int:
+        """The server's resident memory now, or its peak so far (Linux: ``/proc/PID/status``)."""
+        key = "VmHWM:" if peak else "VmRSS:"
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
-        raise RuntimeError(f"no VmRSS for pid {self.pid}")
+        raise RuntimeError(f"no {key} for pid {self.pid}")
 
     def output(self) -> str:
         """What the server wrote so far (stdout and stderr together)."""
