@@ -145,7 +145,10 @@ class JobRunner:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
-        self._pool.shutdown(wait=wait and not self._abandoned, cancel_futures=True)
+        # Waiting, a claimed item whose thread has not started yet still runs (cancelled, it would
+        # stay "running" until the next start); abandoning, it is left for the next start.
+        waiting = wait and not self._abandoned
+        self._pool.shutdown(wait=waiting, cancel_futures=not waiting)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -162,6 +165,9 @@ class JobRunner:
         started = 0
         for job_id, index in self.storage.pending_items(self.workers):
             if self._stop.is_set() or not self._slots.acquire(timeout=self.poll_s):
+                break
+            if self._stop.is_set():  # drained while this thread waited for the slot
+                self._slots.release()
                 break
             taken = self.storage.claim(job_id, index)
             if taken is None:  # another instance was first
