@@ -278,6 +278,16 @@ def test_a_chat_body_is_exactly_one_of_two_closed_objects(served: TestClient) ->
     assert made.status_code == 201 and made.json()["prediction"]["basis"] == "exif-gps"
 
 
+def test_a_405_names_every_method_of_the_path(served: TestClient) -> None:
+    """Two routes share /v1/jobs/{job_id} (GET, DELETE); Starlette's 405 said ``Allow: GET``."""
+    for method in ("OPTIONS", "PUT", "POST"):
+        r = served.request(method, "/v1/jobs/job_x")
+        assert (r.status_code, r.headers["allow"]) == (405, "DELETE, GET")
+        assert r.json()["error"]["type"] == "HTTPError"
+    assert served.put("/v1/predictions/pred_x/report").headers["allow"] == "GET"
+    assert served.get("/v1/locate").headers["allow"] == "POST"
+
+
 @pytest.mark.parametrize(
     "url",
     [
