@@ -5,7 +5,8 @@ started again on the same SQLite database: the job completes and each image has 
 The server is a real process; its VLM is the fake OpenAI-compatible server of
 :mod:`geosleuth.testing.openai_server` in this process, at a fixed latency, so each image costs
 about 0.15 s. One scripted answer is slow: the image whose VLM call it is is in flight, and only
-that one, when the signal comes, so the test knows what was interrupted.
+that one, when the signal comes, so the test knows what was interrupted. Under SIGTERM a single
+``POST /v1/locate`` is in flight too, and a client is following the job's results.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -153,18 +155,30 @@ def test_a_job_killed_mid_way_completes_after_restart_with_one_result_per_image(
     second.terminate()
 
 
-def test_sigterm_lets_the_image_in_flight_finish_and_claims_no_more(serve: Any, vlm: FakeOpenAIServer):
-    vlm.script(*[Reply.guess(PARIS)] * FIRST_DONE, Reply.guess(PARIS, delay_s=1.5))  # the 6th is slow
+def test_sigterm_lets_the_images_in_flight_finish_and_claims_no_more(serve: Any, vlm: FakeOpenAIServer):
+    slow = Reply.guess(PARIS, delay_s=1.5)
+    vlm.script(*[Reply.guess(PARIS)] * FIRST_DONE, slow, slow)  # the 6th job image, then a locate
     first = serve(workers=1).start()
     job_id = submit(first)
     wait_for(first, job_id, done=FIRST_DONE, running=1)
-    # A client follows the results: graceful shutdown must not wait for the whole job because of it.
-    with httpx.stream("GET", f"{first.url}/v1/jobs/{job_id}/results", timeout=60) as follower:
-        t0 = time.monotonic()
-        assert first.terminate(timeout_s=20) == 0, first.output()
-        stopped_s = time.monotonic() - t0
-        streamed = [json.loads(line) for line in follower.iter_lines() if line]
+    photo = photos()[0][1]
+    with ThreadPoolExecutor(1) as pool:
+        single = pool.submit(
+            httpx.post, first.url + "/v1/locate", files={"image": ("single.jpg", photo)}, timeout=30
+        )
+        deadline = time.monotonic() + 10
+        while vlm.pending:  # until the locate request's VLM call has come in (and is held)
+            assert time.monotonic() < deadline, "the locate request did not reach the VLM"
+            time.sleep(0.01)
+        # A client follows the results: graceful shutdown must not wait for the whole job because of it.
+        with httpx.stream("GET", f"{first.url}/v1/jobs/{job_id}/results", timeout=60) as follower:
+            t0 = time.monotonic()
+            assert first.terminate(timeout_s=20) == 0, first.output()
+            stopped_s = time.monotonic() - t0
+            streamed = [json.loads(line) for line in follower.iter_lines() if line]
+        located = single.result()
     assert "Traceback" not in first.output()
+    assert located.status_code == 200 and located.json()["source"] == "single.jpg"  # answered, not cut
 
     left = stored(serve.database, job_id)
     # The image in flight finished and was recorded; no other was started; nothing is left running.
@@ -174,5 +188,7 @@ def test_sigterm_lets_the_image_in_flight_finish_and_claims_no_more(serve: Any, 
 
     second = serve(workers=4).start()
     assert_complete(second, job_id)
-    assert len(vlm.chat_requests) == N  # nothing was done twice
+    assert len(vlm.chat_requests) == N + 1  # the 50 images and the locate: nothing was done twice
+    again = httpx.get(f"{second.url}/v1/predictions/{located.json()['id']}", timeout=5)
+    assert again.status_code == 200 and again.json()["source"] == "single.jpg"
     assert second.terminate() == 0
