@@ -131,13 +131,18 @@ async def load(
 
 
 async def check_stored(base: str, rows: list[dict[str, Any]]) -> int:
-    """How many 200s cannot be fetched again by their id with the same source (lost)."""
+    """How many 200s cannot be fetched again by their id with the same source (lost). A 429 (the
+    rate limit counts these GETs too) is waited out as its Retry-After says."""
     sem = asyncio.Semaphore(16)
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
 
         async def lost(row: dict[str, Any]) -> bool:
             async with sem:
-                r = await client.get(f"/v1/predictions/{row['id']}")
+                for _try in range(100):
+                    r = await client.get(f"/v1/predictions/{row['id']}")
+                    if r.status_code != 429:
+                        break
+                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
             return r.status_code != 200 or r.json()["source"] != row["source"]
 
         flags = await asyncio.gather(*(lost(row) for row in rows if row["status"] == 200))
@@ -161,11 +166,13 @@ def main() -> None:
     photos = folder_photos(args.photos, args.n) if args.photos else generated_photos(args.n)
     tmp = Path(tempfile.mkdtemp(prefix="geosleuth-load-"))
     database = tmp / "service.sqlite3"
+    config = tmp / "geosleuth.toml"
+    config.write_text("offline = true\n")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
         "HF_HUB_OFFLINE": "1",
-        "GEOSLEUTH_CONFIG": str(ROOT / "tests" / "no-config.toml"),  # offline; no developer's settings
+        "GEOSLEUTH_CONFIG": str(config),  # offline, and no developer's settings
         "GEOSLEUTH_SERVE__QUEUE_SIZE": str(args.queue_size),
         "GEOSLEUTH_SERVE__RATE_LIMIT_PER_MINUTE": str(args.rate_limit),
     }
@@ -194,6 +201,9 @@ def main() -> None:
         vlm.wait()
     with sqlite3.connect(database) as db:
         stored = int(db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+        in_db = dict(db.execute("SELECT id, source FROM predictions").fetchall())
+    # The database's word too, beside the API's: each 200's id is stored, under its photo's name.
+    lost = max(lost, sum(in_db.get(row["id"]) != row["source"] for row in rows if row["status"] == 200))
 
     codes = Counter(str(row["status"]) for row in rows)
     refused = [row for row in rows if row["status"] in (429, 503)]
