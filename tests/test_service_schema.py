@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import re
 import time
 from collections import Counter
@@ -141,6 +142,8 @@ def _calls(findings: Findings, label: str, examples: int) -> Callable[[Any], Non
     """A bounded, seeded Hypothesis run of ``findings.run`` over the cases of a strategy."""
 
     def run(strategy: Any) -> None:
+        random.seed(label)  # Schemathesis draws some choices from `random`: the same ones every run
+
         @settings(
             max_examples=examples,
             deadline=None,
@@ -171,8 +174,9 @@ def test_every_operation_keeps_to_its_schema(served: TestClient) -> None:
     findings = Findings()
     for operation in operations:
         explore(operation, findings, EXAMPLES)
-    assert len(operations) == 13
-    assert sum(findings.calls.values()) >= 13 * EXAMPLES
+    paths = {op.path for op in operations}
+    assert {"/v1/locate", "/v1/jobs", "/v1/chat", "/v1/predictions/{pid}", "/v1/jobs/{job_id}"} <= paths
+    assert len(operations) >= 13 and sum(findings.calls.values()) >= 13 * EXAMPLES
     log.info(
         "%d operations, %d calls, %d failures; statuses %s",
         len(operations),
@@ -208,7 +212,7 @@ def test_operations_on_stored_ids_keep_to_their_schema(served: TestClient) -> No
     for operation in with_ids:
         names = {p.name for p in operation.path_parameters}
         explore(operation, findings, EXAMPLES // 2, path_parameters={k: ids[k] for k in names})
-    assert {op.path for op in with_ids} == {
+    assert {op.path for op in with_ids} >= {
         "/v1/predictions/{pid}",
         "/v1/predictions/{pid}/report",
         "/v1/jobs/{job_id}",
