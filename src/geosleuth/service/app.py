@@ -562,7 +562,7 @@ def _routes(app: FastAPI) -> None:
         "/metrics",
         tags=["health"],
         response_class=Response,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **_ERRORS_NOT_JSON},
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def metrics(service: ServiceDep) -> Response:
         """Prometheus text: requests, latencies, queue depth, photos and stage failures."""
