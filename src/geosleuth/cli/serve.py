@@ -1,8 +1,9 @@
 """``geosleuth serve``: the HTTP API (:mod:`geosleuth.service`) on uvicorn, with ``locate``'s options.
 
 The locator is built as ``locate`` builds it (gazetteer included) before the server listens, so
-the first request does not pay for it. SIGTERM or Ctrl-C stops the server gracefully: in-flight
-job images finish, and anything left unfinished is resumed at the next start.
+the first request does not pay for it. SIGTERM or Ctrl-C stops the server gracefully: no job image
+is started after the signal, those in flight finish and are recorded, open requests are answered
+(result streams end once the images in flight are in), and what is left is resumed at the next start.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -127,7 +129,16 @@ def serve(
                 file=sys.stderr,
                 flush=True,
             )
-        server = uvicorn.Server(
+        service = app.state.service
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                # At the signal, not after the open connections have drained: a client following a
+                # job's results would otherwise keep the stopping server at work on the whole job.
+                service.drain()
+                super().handle_exit(sig, frame)
+
+        server = Server(
             uvicorn.Config(
                 app,
                 host=s.host,

@@ -20,15 +20,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from geosleuth.errors import (
     GeoSleuthError,
@@ -79,16 +81,29 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+# The photo URLs the schema promises to take: http(s), an ASCII host name or IPv4 address, an
+# optional port, printable ASCII after it. The fetcher checks them itself, with its own messages,
+# and takes a little more (IDNA names, IPv6), but never a URL it would refuse for its form.
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_URL_SCHEMA: dict[str, Any] = {
+    "pattern": rf"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,4}})?(?:[/?#][!-~]*)?$"
+}
+
+
 class URLRequest(BaseModel):
     """A photo to fetch. Only ``url``: file paths are never accepted over HTTP."""
 
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(description="An http(s) URL of the photo.", max_length=4096)
+    url: str = Field(
+        description="An http(s) URL of the photo.", max_length=4096, json_schema_extra=_URL_SCHEMA
+    )
 
 
 class URLsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    urls: list[str] = Field(min_length=1, description="http(s) URLs of the photos.")
+    urls: list[Annotated[str, Field(max_length=4096, json_schema_extra=_URL_SCHEMA)]] = Field(
+        min_length=1, description="http(s) URLs of the photos."
+    )
 
 
 class LocateResponse(Prediction):
@@ -126,10 +141,25 @@ class JobStatus(BaseModel):
     items: list[JobItemStatus]
 
 
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prediction_id: str | None = Field(default=None, description="Talk about a stored prediction.")
-    url: str | None = Field(default=None, description="Or a photo to fetch and locate first.")
+class ChatAboutPrediction(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="Talk about a stored prediction")
+    prediction_id: str = Field(description="A stored prediction's id.")
+
+
+class ChatAboutURL(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="Talk about a photo, fetched and located first")
+    url: str = Field(
+        description="An http(s) URL of the photo.", max_length=4096, json_schema_extra=_URL_SCHEMA
+    )
+
+
+# Exactly one of the two: the schema says so (anyOf of two closed objects), not only the route.
+ChatRequest: TypeAdapter[ChatAboutPrediction | ChatAboutURL] = TypeAdapter(ChatAboutPrediction | ChatAboutURL)
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ok, or unavailable (503) when a check failed.")
+    checks: dict[str, str] = Field(description="Each check: ok, or why not.")
 
 
 class ChatMessage(BaseModel):
@@ -168,6 +198,11 @@ class Service:
     async def run(self, fn: Callable[[], Any]) -> Any:
         """``fn`` in the bounded worker pool (:class:`ServiceBusyError` when it is full)."""
         return await asyncio.wrap_future(self.pool.submit(fn))
+
+    def drain(self) -> None:
+        """A shutdown begins: claim no more job images, and end the result streams once those in
+        flight are recorded (a follower reconnects after the restart). Non-blocking."""
+        self.runner.drain()
 
     def counted(self, result: Prediction | LocateError) -> None:
         if isinstance(result, LocateError):
@@ -261,6 +296,15 @@ Caller = Annotated[str, Depends(caller)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 404, 413, 415, 422, 429, 502, 503)
 }
+# FastAPI documents a route's error models under the route's own media type; a route that answers
+# HTML (or text) still sends its errors as JSON, so these name the content type themselves.
+_ERRORS_NOT_JSON: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": HTTPStatus(code).phrase,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for code in (400, *(int(c) for c in _ERRORS))
+}
 
 
 # --- errors and middleware -----------------------------------------------------------------------
@@ -293,14 +337,26 @@ def _errors(app: FastAPI) -> None:
         return error_response(RequestError("the request is not valid: " + "; ".join(parts)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         body = ErrorResponse(error=ErrorBody(type="HTTPError", message=str(exc.detail)))
-        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route's methods (GET, not DELETE)
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _bug(_request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error", exc_info=exc)
         return error_response(exc)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this path takes (several routes may share a path)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def _middleware(app: FastAPI, service: Service) -> None:
@@ -434,22 +490,48 @@ def _prediction_body(prediction: Prediction) -> str:
     return prediction.model_dump_json(exclude={"trace"})
 
 
-def _upload_or_json(model: type[BaseModel], *, several: bool = False) -> dict[str, Any]:
-    """The OpenAPI request body of a route that takes a multipart upload (field ``image``, one file
-    or ``several``) or a JSON ``model``: FastAPI cannot derive it, the route reads the body itself."""
+def _upload_or_json(model: type[BaseModel] | TypeAdapter[Any], *, several: int = 0) -> dict[str, Any]:
+    """The OpenAPI request body of a route that takes a multipart upload (field ``image``, one file,
+    or 1 to ``several``) or a JSON ``model``: FastAPI cannot derive it, the route reads the body itself."""
     binary: dict[str, Any] = {"type": "string", "format": "binary"}
-    image = {"type": "array", "items": binary} if several else binary
+    image = {"type": "array", "items": binary, "minItems": 1, "maxItems": several} if several else binary
+    schema = model.json_schema() if isinstance(model, TypeAdapter) else model.model_json_schema()
+    if several and "urls" in schema.get("properties", {}):
+        schema["properties"]["urls"]["maxItems"] = several
     return {
         "requestBody": {
             "required": True,
             "content": {
                 "multipart/form-data": {
-                    "schema": {"type": "object", "properties": {"image": image}, "required": ["image"]}
+                    "schema": {
+                        "type": "object",
+                        "properties": {"image": image},
+                        "required": ["image"],
+                        "additionalProperties": False,  # other fields are refused (400)
+                    }
                 },
-                "application/json": {"schema": model.model_json_schema()},
+                "application/json": {"schema": _inline_refs(schema)},
             },
         }
     }
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` written in place: inside an OpenAPI document a ``#/$defs/...``
+    reference would point at the document's root, where there are none."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return dict(walk(schema))
 
 
 # --- routes --------------------------------------------------------------------------------------
@@ -457,14 +539,19 @@ def _upload_or_json(model: type[BaseModel], *, several: bool = False) -> dict[st
 
 def _routes(app: FastAPI) -> None:
     locate_body = _upload_or_json(URLRequest)
-    jobs_body = _upload_or_json(URLsRequest, several=True)
+    jobs_body = _upload_or_json(URLsRequest, several=app.state.service.settings.serve.max_job_images)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "Not ready."}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready."}},
+    )
     async def readyz(service: ServiceDep) -> JSONResponse:
         """The database answers, the gazetteer is built, and the VLM answers when one is configured."""
         checks = await asyncio.to_thread(_readiness, service)
@@ -473,7 +560,12 @@ def _routes(app: FastAPI) -> None:
             {"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
         )
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics(service: ServiceDep) -> Response:
         """Prometheus text: requests, latencies, queue depth, photos and stage failures."""
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -518,7 +610,7 @@ def _routes(app: FastAPI) -> None:
         f"{API}/predictions/{{pid}}/report",
         tags=["predictions"],
         response_class=HTMLResponse,
-        responses=_ERRORS,
+        responses=_ERRORS_NOT_JSON,
     )
     async def prediction_report(pid: str, service: ServiceDep, _who: Caller) -> HTMLResponse:
         """The explainable HTML report of a stored prediction (the service keeps no photos, so it has none)."""
@@ -603,20 +695,16 @@ def _routes(app: FastAPI) -> None:
         if ctype == "application/json":
             await _read_body(request, _MULTIPART_SLACK)
             try:
-                ask = ChatRequest.model_validate_json(await request.body())
+                ask = ChatRequest.validate_json(await request.body())
             except ValidationError as exc:
                 raise RequestError(
-                    f'the JSON body must be {{"prediction_id": ...}} or {{"url": ...}}: {exc}'
+                    f'the JSON body must be exactly one of {{"prediction_id": ...}} and {{"url": ...}}: {exc}'
                 ) from exc
-            if (ask.prediction_id is None) == (ask.url is None):
-                raise RequestError('give exactly one of "prediction_id" and "url"')
-            if ask.prediction_id is not None:
+            if isinstance(ask, ChatAboutPrediction):
                 prediction = Prediction.model_validate_json(_stored(service, ask.prediction_id))
                 sid, pred = service.chats.from_prediction(prediction)
                 return ChatCreated(session=sid, prediction=pred)
-            url = ask.url
-            assert url is not None
-            fetched = await asyncio.to_thread(service.fetcher.fetch, url)
+            fetched = await asyncio.to_thread(service.fetcher.fetch, ask.url)
             name, data = _url_name(fetched.url), fetched.data
         else:
             [(name, data)] = await _photos(request, service, many=False)
@@ -740,6 +828,8 @@ async def _result_lines(
 ) -> AsyncIterator[bytes]:
     seen = 0
     while True:
+        # Read before the fetch: when draining with nothing in flight, the fetch sees every result.
+        drained = service.runner.draining and service.runner.busy == 0
         fresh = await asyncio.to_thread(service.storage.finished_items, job_id, seen)
         for item in fresh:
             seen = max(seen, item.finished or 0)
@@ -751,7 +841,7 @@ async def _result_lines(
                 line["error"] = result
             yield (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
         job = await asyncio.to_thread(service.storage.get_job, job_id)
-        if job is None or not follow or (job.done and not fresh):
+        if job is None or not follow or ((job.done or drained) and not fresh):
             return
         if not fresh:
             await asyncio.sleep(poll_s)

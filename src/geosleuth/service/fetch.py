@@ -11,6 +11,7 @@ checked the same way. One deadline covers the whole fetch, and the body stops at
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import httpx
 
 MAX_REDIRECTS = 3
+_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,252})", re.IGNORECASE)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
@@ -53,6 +55,18 @@ def refusal(address: IPAddress) -> str | None:
         if hit:
             return what
     return None
+
+
+def _host_name(url: str, host: str) -> str:
+    """``host`` as the ASCII name DNS and the ``Host`` header take (IDNA for a non-ASCII one), or
+    :class:`URLRefusedError` when it cannot be one (spaces, control characters, stray symbols)."""
+    try:
+        name = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise URLRefusedError(f"{url!r}: {host!r} is not a valid host name") from exc
+    if not _HOST_NAME.fullmatch(name):
+        raise URLRefusedError(f"{url!r}: {host!r} is not a valid host name")
+    return name
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,15 @@ class URLFetcher:
         raise URLRefusedError(f"{url}: more than {MAX_REDIRECTS} redirects; give the photo's final URL")
 
     def _request(self, client: httpx.Client, url: str, deadline: float) -> httpx.Request:
-        parts = urlsplit(url)
+        import httpx
+
+        try:  # urlsplit and .port raise ValueError on a malformed host ("http://[") or port
+            parts = urlsplit(url)
+            given_port = parts.port
+        except ValueError as exc:
+            raise URLRefusedError(
+                f"{url!r}: not a valid URL ({exc}); give an http(s) URL of the photo"
+            ) from exc
         if parts.scheme not in ("http", "https"):
             raise URLRefusedError(
                 f"{url!r}: only http and https URLs are fetched (upload the photo as the 'image' field instead)"
@@ -108,12 +130,12 @@ class URLFetcher:
             raise URLRefusedError(f"{url!r}: the URL has no host")
         if parts.username or parts.password:
             raise URLRefusedError(f"{url!r}: URLs with a user name or password are not fetched")
-        host = parts.hostname
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            literal: IPAddress | None = ipaddress.ip_address(host)
+            literal: IPAddress | None = ipaddress.ip_address(parts.hostname)
         except ValueError:
             literal = None
+        host = str(literal) if literal is not None else _host_name(url, parts.hostname)
+        port = given_port or (443 if parts.scheme == "https" else 80)
         addresses = [str(literal)] if literal is not None else self.resolver(host, port)
         if not addresses:
             raise URLFetchError(f"{host}: the name resolves to no address")
@@ -127,17 +149,23 @@ class URLFetcher:
                     )
         pinned = addresses[0]
         netloc = f"[{pinned}]" if ":" in pinned else pinned
-        if parts.port:
-            netloc += f":{parts.port}"
+        if given_port:
+            netloc += f":{given_port}"
         target = parts._replace(netloc=netloc).geturl()
         left = max(0.1, deadline - time.monotonic())
-        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "image/*"}
+        host_header = f"[{host}]" if ":" in host else host
+        headers = {"Host": host_header + (f":{given_port}" if given_port else ""), "Accept": "image/*"}
         extensions: dict[str, object] = {
             "timeout": {"connect": left, "read": left, "write": left, "pool": left}
         }
         if parts.scheme == "https" and literal is None:
             extensions["sni_hostname"] = host
-        return client.build_request("GET", target, headers=headers, extensions=extensions)
+        try:
+            return client.build_request("GET", target, headers=headers, extensions=extensions)
+        except httpx.InvalidURL as exc:  # e.g. control characters in the path
+            raise URLRefusedError(
+                f"{url!r}: not a valid URL ({exc}); give an http(s) URL of the photo"
+            ) from exc
 
     def _body(self, response: httpx.Response, url: str, deadline: float) -> bytes:
         declared = response.headers.get("content-length")

@@ -8,7 +8,9 @@ requests, and a runner that works through the stored job items.
 pending items while it has a free worker, locates each, and records the one result. At start it
 puts back the items a stopped process left running (:meth:`Storage.requeue_running`), so a job
 survives a restart. Stopping lets in-flight images finish (``wait``); ``wait=False`` abandons them
-``running``, as a killed process would, for the next start to resume.
+``running``, as a killed process would, for the next start to resume. :meth:`JobRunner.drain` stops
+the claiming alone, at once: ``geosleuth serve`` calls it on SIGTERM, so a client following a job's
+results cannot keep a stopping server at work on the rest of the job.
 """
 
 from __future__ import annotations
@@ -126,12 +128,27 @@ class JobRunner:
         """New items are stored: look now rather than at the next poll."""
         self._wake.set()
 
+    @property
+    def draining(self) -> bool:
+        """No more items are claimed (:meth:`drain` or :meth:`stop` was called)."""
+        return self._stop.is_set()
+
+    def drain(self) -> None:
+        """Claim no more items, without waiting: those in flight finish and are recorded, the rest
+        stay pending for the next start. Cheap and non-blocking, so a signal handler may call it
+        the moment a shutdown begins (before the server waits for its open connections)."""
+        self._stop.set()
+        self._wake.set()
+
     def stop(self, *, wait: bool = True) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
-        self._pool.shutdown(wait=wait and not self._abandoned, cancel_futures=True)
+        # Waiting, a claimed item whose thread has not started yet still runs (cancelled, it would
+        # stay "running" until the next start); abandoning, it is left for the next start.
+        waiting = wait and not self._abandoned
+        self._pool.shutdown(wait=waiting, cancel_futures=not waiting)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -148,6 +165,9 @@ class JobRunner:
         started = 0
         for job_id, index in self.storage.pending_items(self.workers):
             if self._stop.is_set() or not self._slots.acquire(timeout=self.poll_s):
+                break
+            if self._stop.is_set():  # drained while this thread waited for the slot
+                self._slots.release()
                 break
             taken = self.storage.claim(job_id, index)
             if taken is None:  # another instance was first
