@@ -120,7 +120,7 @@ class _TileDetector:
         x0, y0 = image.getpixel((0, 0))[:2]
         x0, y0 = x0 * 10, y0 * 10
         found = [((2 * (100 - x0), 2 * (100 - y0), 2 * (900 - x0), 2 * (160 - y0)), "BIG LINE", 0.95)]
-        if x0 <= 1200 and y0 <= 900 and 1260 <= x0 + image.size[0] / 2 and 912 <= y0 + image.size[1] / 2:
+        if x0 <= 1200 and y0 <= 900 and x0 + image.size[0] / 2 >= 1260 and y0 + image.size[1] / 2 >= 912:
             found.append(
                 ((2 * (1200 - x0), 2 * (900 - y0), 2 * (1260 - x0), 2 * (912 - y0)), "Nørreport", 0.8)
             )
