@@ -62,7 +62,7 @@ def main() -> int:
             with_text += n > 0
             places += sum(1 for e in pred.evidence if e.kind.value == "place-name")
             top = pred.candidates[0] if pred.candidates else None
-            near = top is not None and haversine_km(top.point.lat, top.point.lon, lat, lon) <= 750
+            near = top is not None and bool(haversine_km(top.point.lat, top.point.lon, lat, lon) <= 750)
             forced += near
             if pred.status == "located":
                 answered += 1
