@@ -334,6 +334,12 @@ class ServeSettings(_Section):
     )
     max_upload_mb: float = Field(default=20.0, gt=0, description="Largest upload or fetched photo (MB).")
     max_job_images: int = Field(default=100, ge=1, description="Images one job may hold.")
+    job_lease_s: float = Field(
+        default=30.0,
+        ge=0.1,
+        description="A job image an instance is working on stays its own for this long, renewed every "
+        "third of it; unrenewed (the instance died), another instance on the database takes it over.",
+    )
     allow_private_urls: bool = Field(
         default=False,
         description="Fetch photo URLs on loopback, private and link-local addresses (closed deployments only).",

@@ -231,6 +231,7 @@ def create_app(
         storage,
         lambda data, name: locate_bytes(locator, data, name),
         workers=serve.workers,
+        lease_s=serve.job_lease_s,
         poll_s=job_poll_s,
     )
     service = Service(

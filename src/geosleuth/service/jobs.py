@@ -5,20 +5,31 @@ requests, and a runner that works through the stored job items.
 ``queue_size`` calls are already waiting or running, so a burst costs a 503, never unbounded memory.
 
 :class:`JobRunner` keeps no queue in memory: the items wait in the database. Its thread claims
-pending items while it has a free worker, locates each, and records the one result. At start it
-puts back the items a stopped process left running (:meth:`Storage.requeue_running`), so a job
-survives a restart. Stopping lets in-flight images finish (``wait``); ``wait=False`` abandons them
-``running``, as a killed process would, for the next start to resume. :meth:`JobRunner.drain` stops
-the claiming alone, at once: ``geosleuth serve`` calls it on SIGTERM, so a client following a job's
-results cannot keep a stopping server at work on the rest of the job.
+pending items while it has a free worker, locates each, and records the one result. Stopping lets
+in-flight images finish (``wait``); ``wait=False`` abandons them ``running``, as a killed process
+would. :meth:`JobRunner.drain` stops the claiming alone, at once: ``geosleuth serve`` calls it on
+SIGTERM, so a client following a job's results cannot keep a stopping server at work on the rest of
+the job.
+
+Several instances may share one database (PostgreSQL), so a claim is a lease of ``lease_s``
+seconds held by this process (:func:`instance_id`): a second thread renews the leases of the items
+in flight every ``lease_s / 3`` and puts back the items whose lease ran out, so a dead instance's
+images go to the live ones within about ``4/3 lease_s``. At start, the runner puts back only what no
+live process holds: expired leases, and the items of an earlier process on this host that no longer
+runs (:func:`owner_gone`), so a restarted single instance resumes its interrupted images at once
+rather than after a lease, and a restarted instance never takes the images another one is working
+on. A process on another host cannot be seen to have died; its images wait for their lease.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from geosleuth.errors import ImageInputError, ServiceBusyError
@@ -84,8 +95,51 @@ def locate_bytes(locator: Locator, data: bytes, name: str) -> Prediction | Locat
         return internal_error(exc, name)
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]": pids mean the same within one
+    except OSError:
+        return ""  # no namespaces (not Linux)
+
+
+def instance_id() -> str:
+    """This process as its claims name it: ``host/pid-namespace/pid``."""
+    return f"{socket.gethostname()}/{_pid_namespace()}/{os.getpid()}"
+
+
+def _running(pid: int) -> bool:
+    if os.name != "posix":
+        return (
+            True  # cannot tell without side effects (os.kill ends a process on Windows): wait for the lease
+        )
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:  # a zombie (killed, not yet reaped by its parent) keeps its pid but runs nothing
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def owner_gone(owner: str) -> bool:
+    """Whether the process ``owner`` (an :func:`instance_id`) is known to have stopped: it ran on
+    this host, in this pid namespace, and no longer runs, or it is this very process (called when
+    a job runner starts, before it claims anything: an earlier runner of this process was
+    abandoned, or a dead process had this pid). False when this process cannot tell (another host
+    or container), so the item waits for its lease. One job runner per process and database."""
+    host, namespace, pid = owner.rsplit("/", 2) if owner.count("/") >= 2 else ("", "", "")
+    if (host, namespace) != (socket.gethostname(), _pid_namespace()) or not pid.isdigit():
+        return False
+    return int(pid) == os.getpid() or not _running(int(pid))
+
+
 class JobRunner:
-    """Works through the stored job items with ``workers`` threads (see the module docstring)."""
+    """Works through the stored job items with ``workers`` threads, holding each claimed item on a
+    lease of ``lease_s`` seconds in the name of ``owner`` (see the module docstring)."""
 
     def __init__(
         self,
@@ -93,18 +147,25 @@ class JobRunner:
         locate: Callable[[bytes, str], Prediction | LocateError],
         *,
         workers: int,
+        lease_s: float,
         poll_s: float = 1.0,
         on_result: Callable[[Prediction | LocateError], None] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.storage = storage
         self.locate = locate
         self.workers = workers
+        self.lease_s = lease_s
         self.poll_s = poll_s
         self.on_result = on_result
+        self.owner = owner or instance_id()
         self._slots = threading.Semaphore(workers)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._leases: threading.Thread | None = None
+        self._closed = threading.Event()  # no item in flight will be recorded: stop renewing
+        self._held: set[str] = set()  # claim tokens of the items in flight
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geosleuth-job")
         self._busy = 0
         self._lock = threading.Lock()
@@ -116,12 +177,15 @@ class JobRunner:
         return self._busy
 
     def start(self) -> int:
-        """Resume what a stopped process left and start the thread: how many items were resumed."""
-        resumed = self.storage.requeue_running()
+        """Resume what a stopped process left (not what a live one holds) and start the threads:
+        how many items were resumed."""
+        resumed = self.storage.requeue_running(gone=owner_gone)
         if resumed:
-            log.info("resuming %d job items left unfinished by the last run", resumed)
+            log.info("resuming %d job items left unfinished by a stopped process", resumed)
         self._thread = threading.Thread(target=self._loop, name="geosleuth-jobs", daemon=True)
         self._thread.start()
+        self._leases = threading.Thread(target=self._keep_leases, name="geosleuth-leases", daemon=True)
+        self._leases.start()
         return resumed
 
     def wake(self) -> None:
@@ -149,6 +213,28 @@ class JobRunner:
         # stay "running" until the next start); abandoning, it is left for the next start.
         waiting = wait and not self._abandoned
         self._pool.shutdown(wait=waiting, cancel_futures=not waiting)
+        self._closed.set()
+        if self._leases is not None:
+            self._leases.join(timeout=10.0)
+
+    def _keep_leases(self) -> None:
+        """Every third of a lease: renew those of the items in flight here (one statement), and put
+        back the items whose lease ran out, another instance's that died or this one's own."""
+        while not self._closed.wait(self.lease_s / 3):
+            try:
+                with self._lock:
+                    tokens = list(self._held)
+                kept = self.storage.renew(tokens, self.lease_s)
+                if kept < len(tokens):
+                    log.debug("%d of %d job item leases renewed", kept, len(tokens))
+                freed = self.storage.requeue_running()
+                if freed:
+                    log.info(
+                        "%d job items whose lease ran out are pending again (found by %s)", freed, self.owner
+                    )
+                    self._wake.set()
+            except Exception:  # a database hiccup: the next round tries again
+                log.exception("the job runner could not renew its leases")
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -169,12 +255,13 @@ class JobRunner:
             if self._stop.is_set():  # drained while this thread waited for the slot
                 self._slots.release()
                 break
-            taken = self.storage.claim(job_id, index)
+            taken = self.storage.claim(job_id, index, owner=self.owner, lease_s=self.lease_s)
             if taken is None:  # another instance was first
                 self._slots.release()
                 continue
             with self._lock:
                 self._busy += 1
+                self._held.add(taken[0].token)
             self._pool.submit(self._work, *taken)
             started += 1
         return started
@@ -188,11 +275,17 @@ class JobRunner:
             if self._abandoned:
                 return  # abandoned: stays running, resumed at the next start
             if isinstance(result, LocateError):
-                self.storage.finish(claim, "failed", result.model_dump_json())
+                recorded = self.storage.finish(claim, "failed", result.model_dump_json())
             else:
                 pid = new_id("pred")
                 body = result.model_dump_json(exclude={"trace"})
-                self.storage.finish(claim, "done", body, prediction=(pid, result.source, body))
+                recorded = self.storage.finish(claim, "done", body, prediction=(pid, result.source, body))
+            if not recorded:
+                log.warning(
+                    "job %s item %d: its lease ran out and it went to another worker; this result is dropped",
+                    claim.job_id,
+                    claim.index,
+                )
             if self.on_result is not None:
                 self.on_result(result)
         except Exception:
@@ -200,13 +293,16 @@ class JobRunner:
         finally:
             with self._lock:
                 self._busy -= 1
+                self._held.discard(claim.token)
             self._slots.release()
             self._wake.set()
 
     def abandon(self) -> None:
-        """Stop as a killed process would: in-flight items stay ``running`` (tests; a hard stop)."""
+        """Stop as a killed process would: in-flight items stay ``running``, their leases no longer
+        renewed (tests; a hard stop)."""
         self._abandoned = True
+        self._closed.set()
         self.stop(wait=False)
 
 
-__all__ = ["BoundedPool", "JobRunner", "locate_bytes"]
+__all__ = ["BoundedPool", "JobRunner", "instance_id", "locate_bytes", "owner_gone"]

@@ -8,8 +8,14 @@ their blob type and how a connection is opened (:class:`_Dialect`).
 A job's items are written, with their input bytes, before any work starts. An item goes
 ``pending`` -> ``running`` (claimed with a fresh token) -> ``done`` or ``failed``; a result is
 accepted only from the claim that holds the item, so an item re-claimed after a restart gets
-exactly one result even if the old worker finishes late. :meth:`Storage.requeue_running` puts the
-items a stopped process left ``running`` back to ``pending`` (called at start-up).
+exactly one result even if the old worker finishes late.
+
+A claim is a lease: it names its owner (the process) and lasts until ``lease_until``, which the
+owner renews (:meth:`Storage.renew`) while it works. Several instances share one database, so
+:meth:`Storage.requeue_running` puts back to ``pending`` only the items no live process holds:
+those whose lease ran out (a dead or cut-off instance's), and those whose owner the caller knows
+has stopped (a restart in place). Leases are measured by the database's clock, the one clock every
+instance shares, so the hosts' clocks need not agree.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +37,7 @@ log = logging.getLogger(__name__)
 
 ItemStatus = Literal["pending", "running", "done", "failed"]
 FINISHED: tuple[ItemStatus, ...] = ("done", "failed")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: job_items.owner and lease_until (_ADDED_COLUMNS, added to an older database)
 
 
 def new_id(prefix: str) -> str:
@@ -88,6 +94,8 @@ class _Dialect:
     placeholder: str
     blob: str
     connect: Callable[[], Any]
+    now: str  # the database's clock, in seconds since the epoch, as an SQL expression
+    add_column: str  # ALTER TABLE for a column of _ADDED_COLUMNS ({table}, {column}, {type})
     row_lock: str = ""  # what locks a selected row until the transaction ends, where SQL has it
 
 
@@ -102,6 +110,11 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS chats (id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL,"
     " updated_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, image {blob})",
 )
+# Columns added since the first release, on a new database and an old one alike (table, column, type).
+_ADDED_COLUMNS = (
+    ("job_items", "owner", "TEXT"),  # the process holding a running item (jobs.instance_id)
+    ("job_items", "lease_until", "DOUBLE PRECISION"),  # database clock; NULL (claimed before leases): expired
+)
 
 
 class Storage:
@@ -115,6 +128,10 @@ class Storage:
         with self._tx() as cur:
             for statement in _TABLES:
                 cur.execute(statement.format(blob=dialect.blob))
+            for table, column, kind in _ADDED_COLUMNS:
+                if column not in self._columns(cur, table):
+                    log.info("adding the column %s.%s to the database", table, column)
+                    cur.execute(dialect.add_column.format(table=table, column=column, type=kind))
 
     @property
     def kind(self) -> str:
@@ -140,8 +157,13 @@ class Storage:
         return text.replace("?", self.dialect.placeholder)
 
     def _run(self, cur: Any, text: str, params: Sequence[Any] = ()) -> Any:
-        cur.execute(self._sql(text), tuple(params))
+        cur.execute(self._sql(text.replace("{now}", self.dialect.now)), tuple(params))
         return cur
+
+    @staticmethod
+    def _columns(cur: Any, table: str) -> set[str]:
+        cur.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        return {str(column[0]).lower() for column in cur.description}
 
     def ping(self) -> None:
         """Raise if the database cannot answer (``/readyz``)."""
@@ -232,14 +254,18 @@ class Storage:
             ).fetchall()
         return [(str(r[0]), int(r[1])) for r in rows]
 
-    def claim(self, job_id: str, index: int) -> tuple[Claim, str, bytes] | None:
-        """Take a pending item: its claim, name and bytes; None if another worker took it first."""
+    def claim(
+        self, job_id: str, index: int, *, owner: str, lease_s: float
+    ) -> tuple[Claim, str, bytes] | None:
+        """Take a pending item for ``owner`` (a process), leased for ``lease_s`` seconds: its claim,
+        name and bytes; None if another worker took it first."""
         token = secrets.token_hex(8)
         with self._tx() as cur:
             taken = self._run(
                 cur,
-                "UPDATE job_items SET status = 'running', token = ? WHERE job_id = ? AND idx = ? AND status = 'pending'",
-                (token, job_id, index),
+                "UPDATE job_items SET status = 'running', token = ?, owner = ?, lease_until = {now} + ?"
+                " WHERE job_id = ? AND idx = ? AND status = 'pending'",
+                (token, owner, lease_s, job_id, index),
             ).rowcount
             if not taken:
                 return None
@@ -269,7 +295,8 @@ class Storage:
             updated = self._run(
                 cur,
                 "UPDATE job_items SET status = ?, result = ?, prediction_id = ?, finished = ?, input = NULL,"
-                " token = NULL WHERE job_id = ? AND idx = ? AND status = 'running' AND token = ?",
+                " token = NULL, owner = NULL, lease_until = NULL"
+                " WHERE job_id = ? AND idx = ? AND status = 'running' AND token = ?",
                 (
                     status,
                     result,
@@ -284,12 +311,42 @@ class Storage:
                 self._put_prediction(cur, *prediction)
         return bool(updated)
 
-    def requeue_running(self) -> int:
-        """Put items left ``running`` by a process that stopped back to ``pending``: how many."""
+    def renew(self, tokens: Collection[str], lease_s: float) -> int:
+        """Extend the leases of the running items these claim tokens hold to ``lease_s`` seconds
+        from now, in one statement: how many are still held (an item whose lease ran out and was
+        taken over is not)."""
+        if not tokens:
+            return 0
+        marks = ", ".join("?" * len(tokens))
         with self._tx() as cur:
             return int(
                 self._run(
-                    cur, "UPDATE job_items SET status = 'pending', token = NULL WHERE status = 'running'"
+                    cur,
+                    f"UPDATE job_items SET lease_until = {{now}} + ? WHERE status = 'running' AND token IN ({marks})",
+                    (lease_s, *tokens),
+                ).rowcount
+            )
+
+    def requeue_running(self, gone: Callable[[str], bool] | None = None) -> int:
+        """Put the ``running`` items no live process holds back to ``pending``: those whose lease
+        ran out, and those whose owner ``gone`` says has stopped. How many."""
+        stopped: list[str] = []
+        if gone is not None:
+            with self._tx() as cur:
+                rows = self._run(
+                    cur, "SELECT DISTINCT owner FROM job_items WHERE status = 'running' AND owner IS NOT NULL"
+                ).fetchall()
+            stopped = [str(row[0]) for row in rows if gone(str(row[0]))]
+        held_by_stopped = f" OR owner IN ({', '.join('?' * len(stopped))})" if stopped else ""
+        with self._tx() as cur:
+            return int(
+                self._run(
+                    cur,
+                    "UPDATE job_items SET status = 'pending', token = NULL, owner = NULL, lease_until = NULL"
+                    " WHERE status = 'running' AND (lease_until IS NULL OR lease_until < {now}"
+                    + held_by_stopped
+                    + ")",
+                    stopped,
                 ).rowcount
             )
 
@@ -328,7 +385,15 @@ def _sqlite(path: Path) -> _Dialect:
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
-    return _Dialect("sqlite", "?", "BLOB", connect)
+    return _Dialect(
+        "sqlite",
+        "?",
+        "BLOB",
+        connect,
+        now="((julianday('now') - 2440587.5) * 86400.0)",
+        # No IF NOT EXISTS in SQLite; the column is looked for first (one host, one file).
+        add_column="ALTER TABLE {table} ADD COLUMN {column} {type}",
+    )
 
 
 def _postgres(url: str) -> _Dialect:
@@ -344,7 +409,16 @@ def _postgres(url: str) -> _Dialect:
 
             raise ConfigError(f"cannot connect to the database {redact_url(url)}: {exc}") from exc
 
-    return _Dialect("postgresql", "%s", "BYTEA", connect, row_lock=" FOR UPDATE")
+    return _Dialect(
+        "postgresql",
+        "%s",
+        "BYTEA",
+        connect,
+        now="CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)",
+        # IF NOT EXISTS: instances starting at once on an old database both try to add it.
+        add_column="ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {type}",
+        row_lock=" FOR UPDATE",
+    )
 
 
 def open_storage(database: str | None, cache_dir: Path) -> Storage:
