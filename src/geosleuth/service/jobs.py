@@ -15,8 +15,8 @@ Several instances may share one database (PostgreSQL), so a claim is a lease of 
 seconds held by this process (:func:`instance_id`): a second thread renews the leases of the items
 in flight every ``lease_s / 3`` and puts back the items whose lease ran out, so a dead instance's
 images go to the live ones within about ``4/3 lease_s``. At start, the runner puts back only what no
-live process holds: expired leases, and the items of an earlier process on this host that no longer
-runs (:func:`owner_gone`), so a restarted single instance resumes its interrupted images at once
+live process holds: expired leases (and items claimed before leases), and the items of an earlier
+process on this host that no longer runs (:func:`owner_gone`), so a restarted single instance resumes its interrupted images at once
 rather than after a lease, and a restarted instance never takes the images another one is working
 on. A process on another host cannot be seen to have died; its images wait for their lease.
 """
@@ -108,10 +108,8 @@ def instance_id() -> str:
 
 
 def _running(pid: int) -> bool:
-    if os.name != "posix":
-        return (
-            True  # cannot tell without side effects (os.kill ends a process on Windows): wait for the lease
-        )
+    if os.name != "posix":  # no side-effect-free test (os.kill ends a process on Windows): wait for the lease
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -227,11 +225,9 @@ class JobRunner:
                 kept = self.storage.renew(tokens, self.lease_s)
                 if kept < len(tokens):
                     log.debug("%d of %d job item leases renewed", kept, len(tokens))
-                freed = self.storage.requeue_running()
+                freed = self.storage.requeue_expired()
                 if freed:
-                    log.info(
-                        "%d job items whose lease ran out are pending again (found by %s)", freed, self.owner
-                    )
+                    log.info("%d job items whose lease ran out are pending again", freed)
                     self._wake.set()
             except Exception:  # a database hiccup: the next round tries again
                 log.exception("the job runner could not renew its leases")

@@ -12,10 +12,11 @@ exactly one result even if the old worker finishes late.
 
 A claim is a lease: it names its owner (the process) and lasts until ``lease_until``, which the
 owner renews (:meth:`Storage.renew`) while it works. Several instances share one database, so
-:meth:`Storage.requeue_running` puts back to ``pending`` only the items no live process holds:
-those whose lease ran out (a dead or cut-off instance's), and those whose owner the caller knows
-has stopped (a restart in place). Leases are measured by the database's clock, the one clock every
-instance shares, so the hosts' clocks need not agree.
+items go back to ``pending`` only when no live process holds them: their lease ran out (a dead or
+cut-off instance's; :meth:`Storage.requeue_expired`, while running), or, at start-up
+(:meth:`Storage.requeue_running`), also when the caller knows their owner has stopped (a restart in
+place). Leases are measured by the database's clock, the one clock every instance shares, so the
+hosts' clocks need not agree.
 """
 
 from __future__ import annotations
@@ -327,26 +328,32 @@ class Storage:
                 ).rowcount
             )
 
-    def requeue_running(self, gone: Callable[[str], bool] | None = None) -> int:
-        """Put the ``running`` items no live process holds back to ``pending``: those whose lease
-        ran out, and those whose owner ``gone`` says has stopped. How many."""
-        stopped: list[str] = []
-        if gone is not None:
-            with self._tx() as cur:
-                rows = self._run(
-                    cur, "SELECT DISTINCT owner FROM job_items WHERE status = 'running' AND owner IS NOT NULL"
-                ).fetchall()
-            stopped = [str(row[0]) for row in rows if gone(str(row[0]))]
+    def requeue_running(self, gone: Callable[[str], bool] = lambda owner: False) -> int:
+        """At start-up: put the ``running`` items no live process holds back to ``pending``, those
+        whose lease ran out, those claimed before leases (as the versions that claimed them did at
+        their start), and those whose owner ``gone`` says has stopped. How many."""
+        with self._tx() as cur:
+            rows = self._run(
+                cur, "SELECT DISTINCT owner FROM job_items WHERE status = 'running' AND owner IS NOT NULL"
+            ).fetchall()
+        stopped = [str(row[0]) for row in rows if gone(str(row[0]))]
         held_by_stopped = f" OR owner IN ({', '.join('?' * len(stopped))})" if stopped else ""
+        return self._requeue("lease_until IS NULL OR lease_until < {now}" + held_by_stopped, stopped)
+
+    def requeue_expired(self) -> int:
+        """While running: put the ``running`` items whose lease ran out back to ``pending`` (a dead
+        instance's): how many. An item claimed before leases is left to a start-up, since a live
+        instance of that version may hold it."""
+        return self._requeue("lease_until < {now}")
+
+    def _requeue(self, which: str, params: Sequence[Any] = ()) -> int:
         with self._tx() as cur:
             return int(
                 self._run(
                     cur,
                     "UPDATE job_items SET status = 'pending', token = NULL, owner = NULL, lease_until = NULL"
-                    " WHERE status = 'running' AND (lease_until IS NULL OR lease_until < {now}"
-                    + held_by_stopped
-                    + ")",
-                    stopped,
+                    f" WHERE status = 'running' AND ({which})",
+                    params,
                 ).rowcount
             )
 
