@@ -7,8 +7,8 @@ every cached photo; the per-photo outcomes (top candidate, confidence, answered 
 so the cross-validation only selects among them: in each of k folds (fixed by ``--seed``) the
 setting with the lowest objective (:func:`brier`: forced accuracy and the answers' Brier score) on the other folds is
 scored on the held-out fold. The held-out numbers of the fitted model are compared with those of
-the hand-set weights (the population prior, its square root, and all scales 1: issue 14's likelihoods with the old prior) and of
-the photo prior with hand-set scales.
+the hand-set weights (``HAND_WEIGHTS``: the photo prior to the power 0.4, all scales 1) and of the
+square root of population with the same likelihoods (the prior before issue 14).
 
     PYTHONPATH=src python scripts/fit_fusion.py CACHE.pkl [--folds 5] [--seed 14] [--write]
 
@@ -37,7 +37,7 @@ SCALES_KM = (1.0, 25.0, 200.0, 750.0, 2500.0)
 HIT_KM = 750.0
 GRID: dict[str, tuple[Any, ...]] = {
     "prior": ("population", "photos"),
-    "prior_power": (0.3, 0.5, 0.7, 1.0),
+    "prior_power": (0.3, 0.4, 0.5, 0.7, 1.0),
     "language": (0.7, 1.0, 1.5),
     "script": (0.7, 1.0, 1.5),
     "place-name": (0.7, 1.0),
@@ -169,19 +169,21 @@ def main() -> int:
         for s in (dict(zip(names, values, strict=True)) for values in itertools.product(*GRID.values()))
         if s["prior"] == "photos" or s["prior_power"] == 0.5  # the population prior: its square root only
     ]
-    hand = {"prior": "population", "prior_power": 0.5, "language": 1.0, "script": 1.0, "place-name": 1.0}
-    photos_hand = {**hand, "prior": "photos"}
+    # the shipped hand-set weights (HAND_WEIGHTS: the photo prior to the power 0.4, scales 1), and
+    # the model before issue 14 (the square root of population)
+    hand = {"prior": "photos", "prior_power": 0.4, "language": 1.0, "script": 1.0, "place-name": 1.0}
+    population = {**hand, "prior": "population", "prior_power": 0.5}
     t0 = time.perf_counter()
     results = [run_setting(cache, s, gazetteer) for s in settings]
     print(
         f"{len(settings)} settings x {len(cache)} photos in {time.perf_counter() - t0:.0f} s", file=sys.stderr
     )
-    i_hand, i_photos = settings.index(hand), settings.index(photos_hand)
+    i_hand, i_population = settings.index(hand), settings.index(population)
 
     rng = np.random.default_rng(args.seed)
     fold = rng.permutation(len(cache)) % args.folds
     held: dict[str, list[Outcome | None]] = {
-        k: [None] * len(cache) for k in ("hand", "photos-hand", "fitted")
+        k: [None] * len(cache) for k in ("population", "hand", "fitted")
     }
     chosen = []
     for k in range(args.folds):
@@ -190,7 +192,7 @@ def main() -> int:
         chosen.append(settings[best])
         for i in test:
             held["hand"][i] = results[i_hand][i]
-            held["photos-hand"][i] = results[i_photos][i]
+            held["population"][i] = results[i_population][i]
             held["fitted"][i] = results[best][i]
     best_all = min(range(len(settings)), key=lambda i: brier(results[i], np.arange(len(cache))))
     groups = sorted({p["group"] for p in cache})

@@ -85,6 +85,26 @@ def test_the_handle_pool_keeps_the_most_recent_language_sets_and_frees_the_rest(
         TessAPIPool(max_handles=0)
 
 
+@needs_tesseract
+def test_a_tesseract_call_stops_at_its_deadline_and_keeps_what_it_read(caplog):
+    import time
+
+    from geosleuth.tools.ocr.tessapi import TessAPI
+
+    api = TessAPI(["eng"])
+    grey = ImageOps.grayscale(open_image(fixture("sign_en_generic.jpg")).rgb)
+    page = grey.resize((grey.width * 4, grey.height * 4))  # enough work to outlast 1 ms
+    t0 = time.perf_counter()
+    full = api.words(page, psm=11)
+    whole = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with caplog.at_level("WARNING", logger="geosleuth.tools.ocr.tessapi"):
+        cut = api.words(page, psm=11, timeout_s=0.001)
+    assert time.perf_counter() - t0 < whole / 2
+    assert len(cut) < len(full) and "deadline" in caplog.text and "ocr.timeout_s" in caplog.text
+    assert api.words(grey, psm=11, timeout_s=30) == api.words(grey, psm=11)  # in time: the same words
+
+
 def test_parse_tsv_reads_the_api_output_without_header_and_drops_joiners():
     row = "5\t1\t1\t1\t1\t1\t10\t20\t30\t40\t91.5\tदिल्\u200dली\n4\t1\t1\t1\t1\t0\t0\t0\t9\t9\t-1\t\n"
     assert parse_tsv(row) == [("दिल्ली", 0.915, (10, 20, 40, 60))]

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 from geosleuth.config import OCRSettings
@@ -15,6 +16,8 @@ from geosleuth.errors import EngineUnavailableError, MissingDependencyError
 from geosleuth.tools.ocr.base import OCREngine, OCRResult, TextLine
 
 __all__ = ["OCREngine", "OCRResult", "TextLine", "make_ocr_engine"]
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
     "install an OCR engine: pip install 'geosleuth[ocr]' (RapidOCR, models included) "
@@ -59,7 +62,21 @@ def make_ocr_engine(settings: OCRSettings) -> OCREngine | None:
     if rapid is not None and tess is not None:
         from geosleuth.tools.ocr.hybrid import HybridOCREngine
 
-        return HybridOCREngine(rapid, tess, min_confidence=settings.min_confidence, tiles=settings.tiles)
+        identifier = None
+        if settings.narrow_latin_packs:
+            from geosleuth.tools.langid import CLD2Identifier
+
+            try:
+                identifier = CLD2Identifier()
+            except MissingDependencyError:
+                log.debug("no pycld2: Latin lines are read with every installed Latin pack")
+        return HybridOCREngine(
+            rapid,
+            tess,
+            min_confidence=settings.min_confidence,
+            tiles=settings.tiles,
+            identifier=identifier,
+        )
     if rapid is not None:
         return rapid
     if tess is not None:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 from itertools import pairwise
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -37,6 +37,9 @@ from geosleuth.tools.ocr.scripts import (
 )
 from geosleuth.tools.ocr.tesseract import TesseractEngine
 
+if TYPE_CHECKING:
+    from geosleuth.tools.langid import LanguageIdentifier
+
 log = logging.getLogger(__name__)
 
 CROP_HEIGHT = 48
@@ -46,6 +49,9 @@ PAD = 0.15
 # A line read at least this confidently by Tesseract (or RapidOCR) is not tried with other scripts.
 SURE_TESSERACT = 0.75
 SURE_RAPID = 0.9
+# The trial reads of unsure lines with other scripts' packs are speculative: each Tesseract call
+# stops after this many seconds (CJK packs on eight long Latin lines of a station board: 54 s).
+TRIAL_TIMEOUT_S = 8.0
 # At most this many unsure lines (the tallest) are tried with the other scripts' packs.
 MAX_TRIAL_LINES = 8
 # A line too small to be legible is not counted as unread text.
@@ -60,6 +66,18 @@ TILE_OVERLAP = 0.125
 TILE_MIN_SIDE = 480
 TILE_IF_FEWER = 2
 Detection = tuple[Box, str, float]
+# Latin lines are read with English and the languages identified in RapidOCR's reading of them
+# (ocr.narrow_latin_packs): at most this many packs, each identified at least this confidently.
+MAX_LATIN_PACKS = 3
+MIN_PACK_CONFIDENCE = 0.1  # CLD2 on sign text: ~0.2 for a French station board
+# ISO 639-1 (what CLD2 says) -> Tesseract's pack, for the Latin-script languages with a pack.
+ISO1_PACK = {
+    "af": "afr", "ca": "cat", "cs": "ces", "cy": "cym", "da": "dan", "de": "deu", "en": "eng",
+    "es": "spa", "et": "est", "eu": "eus", "fi": "fin", "fr": "fra", "ga": "gle", "gl": "glg",
+    "hr": "hrv", "hu": "hun", "id": "ind", "is": "isl", "it": "ita", "lt": "lit", "lv": "lav",
+    "ms": "msa", "mt": "mlt", "nl": "nld", "no": "nor", "nb": "nor", "pl": "pol", "pt": "por",
+    "ro": "ron", "sk": "slk", "sl": "slv", "sq": "sqi", "sv": "swe", "tr": "tur", "vi": "vie",
+}  # fmt: skip
 
 
 def _widen(boxes: list[Box], width: int, factor: float = 1.5) -> list[Box]:
@@ -92,12 +110,14 @@ class HybridOCREngine:
         *,
         min_confidence: float = 0.5,
         tiles: Literal["off", "auto", "always"] = "off",
+        identifier: LanguageIdentifier | None = None,
     ) -> None:
         self.rapid = rapid
         self.tesseract = tesseract
         self.min_confidence = min_confidence
         self.max_side = rapid.max_side
         self.tiles = tiles
+        self.identifier = identifier
 
     def version(self) -> str:
         return f"{self.rapid.version()} detection + {self.tesseract.version()} recognition"
@@ -150,6 +170,20 @@ class HybridOCREngine:
                 unread += 1
         return result.model_copy(update={"lines": lines, "unread": unread})
 
+    def _latin_packs(self, packs: list[str], texts: list[str]) -> list[str]:
+        """The Latin packs to read ``texts`` (RapidOCR's readings) with: English and the languages
+        the identifier finds in them (at most :data:`MAX_LATIN_PACKS` in all), or every pack when
+        it finds none confidently. Tesseract tries each further pack on every word it is unsure
+        of, so 19 packs cost several times English alone (a station board: 120 s against 18)."""
+        if self.identifier is None or len(packs) <= MAX_LATIN_PACKS:
+            return packs
+        guesses = self.identifier.identify([" ".join(texts)])[0]
+        found = [ISO1_PACK.get(g.code) for g in guesses if g.confidence >= MIN_PACK_CONFIDENCE]
+        chosen = [p for p in dict.fromkeys(["eng", *[f for f in found if f]]) if p in packs]
+        if len(chosen) <= 1 and not (chosen == ["eng"] and found[:1] == ["eng"]):
+            return packs  # nothing identified: every pack
+        return chosen[:MAX_LATIN_PACKS]
+
     def _tiled(self, image: Image.Image, found: list[Detection]) -> list[Detection]:
         """Text the whole-image pass missed: detected again in 2x2 overlapping tiles enlarged
         :data:`TILE_ZOOM` times (small text the detector passes over at full size), in ``image``'s
@@ -186,13 +220,18 @@ class HybridOCREngine:
         readings: list[tuple[str, float]] = [("", 0.0)] * len(boxes)
         tried: list[set[str]] = [set() for _ in boxes]
         for script, idx in first.items():
-            for i, r in zip(idx, self._read_sheet(image, boxes, cores, idx, by_script[script]), strict=True):
+            packs = by_script[script]
+            if script == "Latn":
+                packs = self._latin_packs(packs, [rapid[i][0] for i in idx])
+            for i, r in zip(idx, self._read_sheet(image, boxes, cores, idx, packs), strict=True):
                 readings[i] = r
                 tried[i].add(script)
         unsure = [
             i
             for i, ((_, tconf), (_, rconf)) in enumerate(zip(readings, rapid, strict=True))
             if _legible(cores[i])
+            # numbers RapidOCR read (a platform, a price): no other script reads them better
+            and not (rconf >= 0.5 and not any(ch.isalpha() for ch in rapid[i][0]))
             and (
                 (tconf < SURE_TESSERACT and rconf < SURE_RAPID)
                 or _disagree(readings[i][0], rapid[i][0])
@@ -206,7 +245,7 @@ class HybridOCREngine:
         won: set[str] = set()
         candidates: Counter[str] = Counter()
         if others and unsure:
-            read = self._read_sheet(image, boxes, cores, unsure, others)
+            read = self._read_sheet(image, boxes, cores, unsure, others, timeout_s=TRIAL_TIMEOUT_S)
             for i, (text, conf) in zip(unsure, read, strict=True):
                 script = text_script(text) if text else None
                 if script in by_script and script != default:
@@ -252,7 +291,8 @@ class HybridOCREngine:
         enough). Whether it read any line confidently."""
         kept = False
         script = PACK_SCRIPT.get(packs[0], "Latn")
-        for i, (text, conf) in zip(idx, self._read_sheet(image, boxes, cores, idx, packs), strict=True):
+        read = self._read_sheet(image, boxes, cores, idx, packs, timeout_s=TRIAL_TIMEOUT_S)
+        for i, (text, conf) in zip(idx, read, strict=True):
             tried[i].add(script)
             if (
                 text
@@ -264,10 +304,17 @@ class HybridOCREngine:
         return kept
 
     def _read_sheet(
-        self, image: Image.Image, boxes: list[Box], cores: list[Box], idx: list[int], packs: list[str]
+        self,
+        image: Image.Image,
+        boxes: list[Box],
+        cores: list[Box],
+        idx: list[int],
+        packs: list[str],
+        *,
+        timeout_s: float | None = None,
     ) -> list[tuple[str, float]]:
-        """Read the lines ``idx`` with one Tesseract call (packs ``packs``) on a vertical stack of
-        normalised crops.
+        """Read the lines ``idx`` with one Tesseract call (packs ``packs``; stopped after
+        ``timeout_s``, at most ``ocr.timeout_s``) on a vertical stack of normalised crops.
 
         ``cores`` are the boxes before widening: a lone character found only in the widened margin
         is the sign's border or a neighbouring object, not text, and is dropped."""
@@ -298,7 +345,7 @@ class HybridOCREngine:
             sheet.paste(c, (GAP, y))
             bands.append((y, y + c.height))
             y += c.height + GAP
-        words = self.tesseract.words(sheet, psm=6, languages=packs)
+        words = self.tesseract.words(sheet, psm=6, languages=packs, timeout_s=timeout_s)
         out: list[tuple[list[str], list[float]]] = [([], []) for _ in crops]
         kept: list[list[tuple[float, float]]] = [[] for _ in crops]
         for text, conf, (wx0, wy0, wx1, wy1) in words:

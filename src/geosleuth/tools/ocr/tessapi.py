@@ -15,6 +15,7 @@ import ctypes.util
 import io
 import logging
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -68,6 +69,11 @@ def load_library() -> ctypes.CDLL:
     lib.TessDeleteText.argtypes = [ctypes.POINTER(ctypes.c_char)]
     lib.TessBaseAPIClear.argtypes = [p]
     lib.TessBaseAPIEnd.argtypes = [p]
+    lib.TessMonitorCreate.restype = p
+    lib.TessMonitorDelete.argtypes = [p]
+    lib.TessMonitorSetDeadlineMSecs.argtypes = [p, c_int]
+    lib.TessBaseAPIRecognize.argtypes = [p, p]
+    lib.TessBaseAPIRecognize.restype = c_int
     return lib
 
 
@@ -119,8 +125,10 @@ class TessAPI:
         # A handle holds its language models (tens of MB for CJK): freed with the object, not at exit.
         self._finalizer = weakref.finalize(self, _free, self._lib, handle)
 
-    def words(self, image: Image.Image, *, psm: int) -> list[Word]:
-        """Every word read in ``image`` (any mode; read as 8-bit grey or RGB)."""
+    def words(self, image: Image.Image, *, psm: int, timeout_s: float | None = None) -> list[Word]:
+        """Every word read in ``image`` (any mode; read as 8-bit grey or RGB). With ``timeout_s``,
+        Tesseract stops at that deadline and the words read until then are returned (a warning is
+        logged): one pathological image cannot stall a batch."""
         img = image if image.mode in ("L", "RGB") else image.convert("RGB")
         bpp = 1 if img.mode == "L" else 3
         data = img.tobytes()
@@ -132,6 +140,22 @@ class TessAPI:
             lib.TessBaseAPISetImage(h, data, img.width, img.height, bpp, img.width * bpp)
             # What the program assumes for a PNG without a resolution (it then estimates one).
             lib.TessBaseAPISetSourceResolution(h, 70)
+            if timeout_s is not None:
+                monitor = lib.TessMonitorCreate()
+                t0 = time.monotonic()
+                try:
+                    lib.TessMonitorSetDeadlineMSecs(monitor, max(1, int(timeout_s * 1000)))
+                    lib.TessBaseAPIRecognize(h, monitor)
+                finally:
+                    lib.TessMonitorDelete(monitor)
+                if time.monotonic() - t0 >= timeout_s:
+                    log.warning(
+                        "Tesseract stopped at its %.1f s deadline on a %dx%d image and kept the words "
+                        "read so far (ocr.timeout_s caps every call)",
+                        timeout_s,
+                        img.width,
+                        img.height,
+                    )
             ptr = lib.TessBaseAPIGetTsvText(h, 0)
             if not ptr:
                 lib.TessBaseAPIClear(h)
@@ -182,5 +206,7 @@ class TessAPIPool:
     def __len__(self) -> int:
         return len(self._apis)
 
-    def words(self, image: Image.Image, languages: Sequence[str], *, psm: int) -> list[Word]:
-        return self.get(languages).words(image, psm=psm)
+    def words(
+        self, image: Image.Image, languages: Sequence[str], *, psm: int, timeout_s: float | None = None
+    ) -> list[Word]:
+        return self.get(languages).words(image, psm=psm, timeout_s=timeout_s)

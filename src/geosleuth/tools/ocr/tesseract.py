@@ -140,13 +140,23 @@ class TesseractEngine:
             missing_scripts=missing_major_scripts(self.languages),
         )
 
-    def words(self, image: Image.Image, *, psm: int, languages: Sequence[str] | None = None) -> list[Word]:
+    def words(
+        self,
+        image: Image.Image,
+        *,
+        psm: int,
+        languages: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+    ) -> list[Word]:
         """Every word Tesseract reads: text, confidence in [0, 1], box (x0, y0, x1, y1). ``languages``
-        (default: all of :attr:`languages`) are packs to read with, in order of preference."""
+        (default: all of :attr:`languages`) are packs to read with, in order of preference. In
+        process, a call stops after ``timeout_s`` (at most :attr:`timeout_s`) with the words read
+        so far; the program is stopped after :attr:`timeout_s` with an error."""
         langs = list(languages) if languages else self.languages
         if self.in_process:
             assert self._pool is not None
-            return self._pool.words(image, langs, psm=psm)
+            limit = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
+            return self._pool.words(image, langs, psm=psm, timeout_s=limit)
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         args = ["stdin", "stdout", "-l", "+".join(langs), "--psm", str(psm), "tsv"]
