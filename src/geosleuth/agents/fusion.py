@@ -22,9 +22,9 @@ stated plainly so an analyst can check it:
   likelier), but 0.02 for place names (brands, destinations and restaurants borrow city names) and
   0.05 for country names (product origins, destinations).
 * The camera clock's UTC offset and the language of the text are mixtures instead
-  (:data:`MIXTURE_ELSEWHERE`): the clue's weight w is the chance the reading is right (the clock is
-  set right; the language is identified right, which grows with the identifier's confidence and
-  the length of the text), and a country gets ``w * share + (1 - w) * elsewhere``. For the clock, share
+  (:data:`MIXTURE_ELSEWHERE`): w is the chance the reading is right (the clock is set right: its
+  weight; the language is identified right: the clue's ``trust``, CLD2's confidence times
+  (letters / 30)² up to 30 letters, since two words are often misidentified), and a country gets ``w * share + (1 - w) * elsewhere``. For the clock, share
   is the part of the country's people in a time zone that showed that offset, so a country outside
   the offset's longitudes keeps only the wrong-clock part (0.5% at w = 0.5, against ~50% inside),
   not the ``0.01 ** w`` = 10% a tempered floor gave (China for a clock at UTC+02:00); elsewhere
@@ -418,7 +418,8 @@ class EvidenceFusion:
                         # the language is seen abroad
                         share = np.maximum(share, LANGUAGE_ABROAD.get(_language_code(e), floor))
                         elsewhere = float(prior @ share)
-                    trust = min(0.99, w)
+                    # a language clue carries its identification's own chance of being right
+                    trust = min(0.99, float(e.details.get("trust", e.weight)) * self.weights.scale(e.kind))
                     like = trust * share + (1 - trust) * elsewhere
                     logp += (CORRELATED_DISCOUNT**rank) * np.log(like)
                     continue
