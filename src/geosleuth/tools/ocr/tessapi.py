@@ -127,8 +127,8 @@ class TessAPI:
 
     def words(self, image: Image.Image, *, psm: int, timeout_s: float | None = None) -> list[Word]:
         """Every word read in ``image`` (any mode; read as 8-bit grey or RGB). With ``timeout_s``,
-        Tesseract stops at that deadline and the words read until then are returned (a warning is
-        logged): one pathological image cannot stall a batch."""
+        Tesseract stops at that deadline and the read gives no words (a warning is logged): one
+        pathological image cannot stall a batch."""
         img = image if image.mode in ("L", "RGB") else image.convert("RGB")
         bpp = 1 if img.mode == "L" else 3
         data = img.tobytes()
@@ -145,17 +145,21 @@ class TessAPI:
                 t0 = time.monotonic()
                 try:
                     lib.TessMonitorSetDeadlineMSecs(monitor, max(1, int(timeout_s * 1000)))
-                    lib.TessBaseAPIRecognize(h, monitor)
+                    rc = lib.TessBaseAPIRecognize(h, monitor)
                 finally:
                     lib.TessMonitorDelete(monitor)
-                if time.monotonic() - t0 >= timeout_s:
+                if rc != 0 or time.monotonic() - t0 >= timeout_s:
+                    # A recognition cut short leaves words half-made: reading them back can
+                    # crash the library (seen: a segfault in the dev run), so this read gives up.
+                    lib.TessBaseAPIClear(h)
                     log.warning(
-                        "Tesseract stopped at its %.1f s deadline on a %dx%d image and kept the words "
-                        "read so far (ocr.timeout_s caps every call)",
+                        "Tesseract stopped at its %.1f s deadline on a %dx%d image; this read gave "
+                        "nothing (ocr.timeout_s caps every call)",
                         timeout_s,
                         img.width,
                         img.height,
                     )
+                    return []
             ptr = lib.TessBaseAPIGetTsvText(h, 0)
             if not ptr:
                 lib.TessBaseAPIClear(h)

@@ -150,8 +150,8 @@ class TesseractEngine:
     ) -> list[Word]:
         """Every word Tesseract reads: text, confidence in [0, 1], box (x0, y0, x1, y1). ``languages``
         (default: all of :attr:`languages`) are packs to read with, in order of preference. In
-        process, a call stops after ``timeout_s`` (at most :attr:`timeout_s`) with the words read
-        so far; the program is stopped after :attr:`timeout_s` with an error."""
+        process, a call stops after ``timeout_s`` (at most :attr:`timeout_s`) and gives no words;
+        the program is stopped after :attr:`timeout_s` with an error."""
         langs = list(languages) if languages else self.languages
         if self.in_process:
             assert self._pool is not None
