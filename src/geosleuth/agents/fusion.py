@@ -24,7 +24,8 @@ stated plainly so an analyst can check it:
 * The camera clock's UTC offset and the language of the text are mixtures instead
   (:data:`MIXTURE_ELSEWHERE`): w is the chance the reading is right (the clock is set right: its
   weight; the language is identified right: the clue's ``trust``, CLD2's confidence times
-  (letters / 30)² up to 30 letters, since two words are often misidentified), and a country gets ``w * share + (1 - w) * elsewhere``. For the clock, share
+  (letters / 30)² up to 30 letters, since two words are often misidentified), and a country
+  gets ``w * share + (1 - w) * elsewhere``. For the clock, share
   is the part of the country's people in a time zone that showed that offset, so a country outside
   the offset's longitudes keeps only the wrong-clock part (0.5% at w = 0.5, against ~50% inside),
   not the ``0.01 ** w`` = 10% a tempered floor gave (China for a clock at UTC+02:00); elsewhere
@@ -36,9 +37,10 @@ stated plainly so an analyst can check it:
   country. A Danish sign read with confidence names Denmark ~100 times likelier than elsewhere,
   where a tempered floor gave ~25 times and the answer stayed "too little evidence"; an English
   sign moves the odds between English- and other-speaking countries by at most 5x, so "Welcome to
-  Pyongyang" still points to North Korea. The script stays a tempered floor: on the Im2GPS3k dev photos OCR reads a few Thai,
-  Hebrew or Greek letters out of Latin text or texture often enough that a mixture made it answer
-  wrongly (30 of 40 answers wrong with it; see ``scripts/fit_fusion.py``).
+  Pyongyang" keeps North Korea among the first three. The script stays a tempered floor: on the
+  Im2GPS3k dev photos OCR reads a few Thai, Hebrew or Greek letters out of Latin text or texture
+  often enough that a mixture made it answer wrongly (30 of 40 answers wrong with it; see
+  ``scripts/fit_fusion.py``).
   Clues that all come from the language of the text
   (language, script, street words) are one family: the strongest counts fully, the next 30%, the
   next 9%, so one French sign is not counted three times. The GPS gallery and the neighbour index
@@ -109,8 +111,8 @@ OFF_LIST_BY_KIND = {
     EvidenceKind.DOMAIN: 0.005,
     EvidenceKind.UTC_OFFSET: 0.01,
 }
-# Clues whose weight is the chance the reading is right (a clock set right, a language or script
-# identified right); when it is wrong, the chance it says this anyway, alike for every country.
+# Clues read as mixtures of "the reading is right" and "it is wrong" (the clock set right, the
+# language identified right); the value: the chance a wrong reading says this, alike everywhere.
 MIXTURE_ELSEWHERE = {
     EvidenceKind.UTC_OFFSET: 0.01,
     # for a language: what a wrong identification says is independent of the country, so its
