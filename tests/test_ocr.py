@@ -157,3 +157,33 @@ def test_tiles_only_when_the_first_pass_read_little():
     unsure = ((0.0, 0.0, 10.0, 10.0), "~", 0.2)
     assert _little_text([]) and _little_text([sure, unsure, unsure])
     assert not _little_text([sure, sure])
+
+
+def test_latin_lines_are_read_with_english_and_the_languages_identified_in_them():
+    from geosleuth.tools.langid import LanguageGuess
+    from geosleuth.tools.ocr.hybrid import HybridOCREngine
+
+    class Says:
+        def __init__(self, *guesses):
+            self.guesses = [LanguageGuess(code=c, name=c, confidence=p) for c, p in guesses]
+
+        def identify(self, texts):
+            return [self.guesses for _ in texts]
+
+    packs = ["eng", "cat", "dan", "deu", "fra", "nld", "pol", "spa"]
+
+    class Detector:
+        max_side = 2000
+
+    def chosen(*guesses):
+        engine = HybridOCREngine(Detector(), None, identifier=Says(*guesses))  # type: ignore[arg-type]
+        return engine._latin_packs(packs, ["NOUS VOUS RAPPELONS", "SORTIE"])
+
+    assert chosen(("en", 0.17), ("fr", 0.19)) == ["eng", "fra"]  # a French station board
+    assert chosen(("en", 0.9)) == ["eng"]
+    assert chosen(("fr", 0.5), ("de", 0.3), ("nl", 0.2)) == ["eng", "fra", "deu"]  # at most three
+    assert chosen(("fr", 0.05)) == packs  # nothing identified surely: every pack
+    assert chosen(("ja", 0.9)) == packs  # a language without a Latin pack
+    assert chosen() == packs
+    no_cld2 = HybridOCREngine(Detector(), None)  # type: ignore[arg-type]
+    assert no_cld2._latin_packs(packs, ["x"]) == packs
