@@ -140,6 +140,12 @@ def test_a_job_killed_mid_way_completes_after_restart_with_one_result_per_image(
     first = serve(workers=1).start()
     job_id = submit(first)
     wait_for(first, job_id, done=FIRST_DONE, running=1)
+    # "running" is set when the image is claimed, before its VLM request goes out: kill only once
+    # the 6th request has arrived, so the count below does not depend on the machine's speed
+    deadline = time.monotonic() + 30
+    while len(vlm.chat_requests) < FIRST_DONE + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(vlm.chat_requests) == FIRST_DONE + 1
     first.kill()
 
     left = stored(serve.database, job_id)
