@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from geosleuth.testing.http import free_port  # noqa: F401 (the tests import it from here)
+
 if TYPE_CHECKING:
     from geosleuth.testing.browser import Chromium, PageReport
     from geosleuth.testing.searxng_server import FakeSearxngServer
@@ -188,13 +190,6 @@ def make_locator(settings, gazetteer, **overrides):  # type: ignore[no-untyped-d
     from geosleuth.agents.pipeline import Locator, build_deps
 
     return Locator(deps=build_deps(settings.with_overrides(**overrides), gazetteer=gazetteer))
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (for "connection refused")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # Pages the fake SearXNG instance knows: (title, url, content, engines, published, score).

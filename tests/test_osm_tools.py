@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import pickle
 import re
-import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ import pytest
 
 from geosleuth.config import Settings, ToolSettings
 from geosleuth.schemas import LatLon
+from geosleuth.testing.http import free_port
 from geosleuth.testing.osm_server import CannedFeature, CannedPlace, FakeOSMServer
 from geosleuth.tools.osm import (
     Geocoder,
@@ -69,12 +69,6 @@ def geocoder(srv: FakeOSMServer, cache_dir: Path | None = None, **overrides: Any
 
 def overpass(srv: FakeOSMServer, cache_dir: Path | None = None, **overrides: Any) -> Overpass:
     return Overpass(tools_for(srv, **overrides), cache_dir=cache_dir, backoff_s=0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- answers ------------------------------------------------------------------------------------

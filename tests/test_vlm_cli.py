@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 from geosleuth.agents.vlm.serve import ServeOptions, launcher, serve_command
 from geosleuth.errors import ConfigError
+from geosleuth.testing.http import free_port
 from geosleuth.testing.openai_server import FakeOpenAIServer, Reply
 
 GEOSLEUTH = [sys.executable, "-m", "geosleuth.cli"]
@@ -27,12 +27,6 @@ def run(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*GEOSLEUTH, *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fake_vllm(folder: Path, body: str) -> Path:

@@ -19,6 +19,13 @@ from urllib.parse import parse_qsl, urlsplit
 logger = logging.getLogger(__name__)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server to start on, or "connection refused")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the default listen backlog (5) drops bursts of concurrent connects
