@@ -389,7 +389,7 @@ class EvidenceFusion:
         prior /= prior.sum()
         families: dict[str, list[Evidence]] = defaultdict(list)
         for e in evidence:
-            if not e.usable or e.weight <= 0 or not e.countries or e.kind in NON_COUNTRY_KINDS:
+            if not country_clue(e):
                 continue
             family = (
                 "language"
@@ -947,12 +947,15 @@ def is_answer(top: Candidate | None, p: float, evidence: list[Evidence], min_pro
     return not (fusions_pick and narrowing_only(evidence))
 
 
+def country_clue(e: Evidence) -> bool:
+    """Whether ``e`` weighs in the country posterior: usable, of some weight, naming countries."""
+    return e.usable and e.weight > 0 and bool(e.countries) and e.kind not in NON_COUNTRY_KINDS
+
+
 def narrowing_only(evidence: list[Evidence]) -> bool:
-    """Whether every clue with a location is one that narrows but never decides alone
+    """Whether every clue of the country posterior is one that narrows but never decides alone
     (:data:`NARROWING_ONLY`: the camera clock's offset)."""
-    located = [
-        e for e in evidence if e.usable and e.weight > 0 and e.countries and e.kind not in NON_COUNTRY_KINDS
-    ]
+    located = [e for e in evidence if country_clue(e)]
     return bool(located) and all(e.kind in NARROWING_ONLY for e in located)
 
 
