@@ -340,6 +340,12 @@ class ServeSettings(_Section):
     )
     max_upload_mb: float = Field(default=20.0, gt=0, description="Largest upload or fetched photo (MB).")
     max_job_images: int = Field(default=100, ge=1, description="Images one job may hold.")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes (MiB)."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
     job_lease_s: float = Field(
         default=30.0,
         ge=0.1,

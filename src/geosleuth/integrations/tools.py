@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_MB = 1024 * 1024
 DATA_URI_NAME = "<data URI>"
 ALTERNATIVES = 5  # alternatives a locate result lists beside the best answer
 LIVE_PHOTOS = 8  # photos located here whose planner states are kept for ask (each holds its pixels)
@@ -96,7 +95,7 @@ class IntegrationContext:
     @property
     def max_bytes(self) -> int:
         """The largest photo taken: the settings' file limit and the service's upload limit."""
-        return min(self.settings.max_file_bytes, int(self.settings.serve.max_upload_mb * _MB))
+        return min(self.settings.max_file_bytes, self.settings.serve.max_upload_bytes)
 
     @property
     def locator(self) -> Locator:
@@ -124,12 +123,7 @@ class IntegrationContext:
             if self._fetcher is None:
                 from geosleuth.service.fetch import URLFetcher
 
-                serve = self.settings.serve
-                self._fetcher = URLFetcher(
-                    max_bytes=int(serve.max_upload_mb * _MB),
-                    timeout_s=serve.url_timeout_s,
-                    allow_private=serve.allow_private_urls,
-                )
+                self._fetcher = URLFetcher.from_settings(self.settings.serve)
             return self._fetcher
 
     @property

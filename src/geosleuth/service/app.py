@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API = "/v1"
-_MB = 1024 * 1024
 _MULTIPART_SLACK = 64 * 1024  # boundaries and headers around the files of a multipart body
 _CSP_META = re.compile(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">')
 # Every response: no sniffing of our types, no framing, no referrer leaking an id.
@@ -193,7 +192,7 @@ class Service:
 
     @property
     def max_upload(self) -> int:
-        return int(self.settings.serve.max_upload_mb * _MB)
+        return self.settings.serve.max_upload_bytes
 
     async def run(self, fn: Callable[[], Any]) -> Any:
         """``fn`` in the bounded worker pool (:class:`ServiceBusyError` when it is full)."""
@@ -242,12 +241,7 @@ def create_app(
         limiter=RateLimiter(serve.rate_limit_per_minute),
         pool=pool,
         runner=runner,
-        fetcher=fetcher
-        or URLFetcher(
-            max_bytes=int(serve.max_upload_mb * _MB),
-            timeout_s=serve.url_timeout_s,
-            allow_private=serve.allow_private_urls,
-        ),
+        fetcher=fetcher or URLFetcher.from_settings(serve),
         metrics=metrics,
         chats=ChatSessions(locator, storage),
     )

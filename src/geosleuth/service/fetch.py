@@ -24,6 +24,8 @@ from geosleuth.errors import UploadTooLargeError, URLFetchError, URLRefusedError
 if TYPE_CHECKING:
     import httpx
 
+    from geosleuth.config import ServeSettings
+
 MAX_REDIRECTS = 3
 _HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,252})", re.IGNORECASE)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -86,6 +88,15 @@ class URLFetcher:
     allow_private: bool = False
     resolver: Resolver = system_resolver
     transport: httpx.BaseTransport | None = None
+
+    @classmethod
+    def from_settings(cls, serve: ServeSettings) -> URLFetcher:
+        """The fetcher the service's settings describe (size and time limits, private addresses)."""
+        return cls(
+            max_bytes=serve.max_upload_bytes,
+            timeout_s=serve.url_timeout_s,
+            allow_private=serve.allow_private_urls,
+        )
 
     def fetch(self, url: str) -> Fetched:
         import httpx
