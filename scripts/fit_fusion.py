@@ -182,9 +182,7 @@ def main() -> int:
 
     rng = np.random.default_rng(args.seed)
     fold = rng.permutation(len(cache)) % args.folds
-    held: dict[str, list[Outcome | None]] = {
-        k: [None] * len(cache) for k in ("population", "hand", "fitted")
-    }
+    held: dict[str, list[Outcome | None]] = {k: [None] * len(cache) for k in ("population", "hand", "fitted")}
     chosen = []
     for k in range(args.folds):
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)

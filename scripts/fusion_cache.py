@@ -81,6 +81,7 @@ def main() -> int:
                     "matches": [],
                     "exif": None,
                     "lines": 0,
+                    "texts": [],
                 }
             )
             continue
@@ -100,6 +101,7 @@ def main() -> int:
                 "matches": state.matches,
                 "exif": state.exif,
                 "lines": len(state.lines),
+                "texts": list(state.lines),
             }
         )
         if (i + 1) % 25 == 0:

@@ -123,3 +123,63 @@ def test_prompt_injection_without_spaces(clues):
 def test_no_text(clues):
     r = run(clues)
     assert r.evidence == [] and r.missing == ["no text was read in the image"]
+
+
+# --- chains (data/brands.json.gz, from OSM's name-suggestion-index) ------------------------------
+
+
+def test_the_brand_table_is_loaded_with_known_codes(gazetteer):
+    from geosleuth.tools.clues import brands
+
+    table = brands()
+    assert len(table) > 30_000
+    assert table["mercadona"].countries == ("ES", "PT")
+    assert table["toyota"].countries == ()  # world-wide: a brand, no country
+    assert table["next"].common_word and not table["albert heijn"].common_word
+    codes = {c for b in table.values() for c in b.countries}
+    assert codes <= set(gazetteer.countries)
+
+
+@pytest.mark.parametrize(
+    ("text", "countries"),
+    [
+        ("MERCADONA", {"ES", "PT"}),
+        ("Albert Heijn", {"BE", "NL"}),
+        ("Пятерочка", {"RU"}),
+        ("Biedronka", {"PL", "SK"}),
+    ],
+)
+def test_a_chain_on_a_sign_names_its_countries(clues, text, countries):
+    r = run(clues, text, "open 8-22")
+    (brand,) = of_kind(r, EvidenceKind.BRAND)
+    assert set(brand.countries) == countries and 0.3 < brand.weight <= 0.6
+    # a word inside the chain's name ("Albert" of "Albert Heijn") is not a town
+    assert not of_kind(r, EvidenceKind.PLACE_NAME)
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ("Next stop: Central",),  # common words that are also chains
+        ("TARGET",),
+        ("PARIS",),  # a chain in Chile is named París; the city is the clue
+        ("Tesco",),  # in many countries: a brand, but no country
+        ("Mercadona is a supermarket chain with stores all over the place",),  # not most of the line
+    ],
+)
+def test_no_country_from_common_words_cities_or_widespread_chains(clues, texts):
+    assert not of_kind(run(clues, *texts), EvidenceKind.BRAND)
+
+
+def test_a_town_named_like_a_chain_is_less_likely_the_town(clues, monkeypatch):
+    def toyota():
+        (m,) = [m for m in run(clues, "TOYOTA").matches if m.surface == "TOYOTA"]
+        return m.genuineness
+
+    as_brand = toyota()
+    monkeypatch.setattr("geosleuth.tools.clues.brands", lambda: {})
+    as_town = toyota()
+    assert as_brand < 0.35 < as_town
+    # a city of millions stays the city
+    paris = next(m for m in run(clues, "PARIS").matches if m.surface == "PARIS")
+    assert paris.genuineness > 0.8

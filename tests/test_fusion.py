@@ -90,3 +90,35 @@ def test_unusable_evidence_is_ignored(fusion):
 )
 def test_confidence_levels(p, level):
     assert confidence_level(p, 0.25) == level
+
+
+def test_a_chain_alone_ranks_its_countries_first(fusion, clues_for_fusion):
+    from geosleuth.tools.ocr.base import TextLine
+
+    report = clues_for_fusion.extract([TextLine(text="MERCADONA", confidence=0.9, box=(0, 0, 100, 30))])
+    probs = fusion.country_posterior(report.evidence)[0]
+    ranked = sorted(probs, key=probs.get, reverse=True)
+    assert ranked[0] == "ES" and ranked[1] == "PT"
+    assert probs["ES"] < 0.8  # one chain sign: a lead, not certainty
+
+
+@pytest.fixture(scope="module")
+def clues_for_fusion(gazetteer):
+    from geosleuth.tools.clues import ClueExtractor
+
+    return ClueExtractor(gazetteer)
+
+
+def test_somewhere_in_a_country_is_where_its_photos_are(gazetteer, settings, fusion):
+    from geosleuth.geo import haversine_km
+
+    us = [ev("phone", EvidenceKind.PHONE, 0.8, {"US": 1.0})]
+    best = fusion.fuse(us, [], ExifReport()).best
+    assert best.label == "somewhere in United States" and best.place.country_code == "US"
+    # the photo prior's spot (New York), not the population centre (Missouri)
+    assert haversine_km(best.point.lat, best.point.lon, 40.71, -74.01) < 50
+    assert "most often taken" in best.notes[0]
+    population = EvidenceFusion(gazetteer, settings.with_overrides(fusion={"prior": "population"}))
+    centre = population.fuse(us, [], ExifReport()).best
+    assert haversine_km(centre.point.lat, centre.point.lon, 40.71, -74.01) > 1000
+    assert "population centre" in centre.notes[0]

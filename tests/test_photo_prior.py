@@ -44,6 +44,17 @@ def test_the_table_is_the_whole_gallery_with_its_provenance():
     assert fb["within_25_km"] < fb["within_200_km"] < fb["within_750_km"] < fb["within_2500_km"] < 1
 
 
+def test_each_country_has_its_best_spot_inside_it(gazetteer):
+    from geosleuth.schemas import LatLon
+
+    rows = photo_prior()["countries"]
+    big = [c for c, v in rows.items() if v["points"] >= 200]
+    places = gazetteer.reverse([LatLon(lat=rows[c]["spot_lat"], lon=rows[c]["spot_lon"]) for c in big])
+    inside = sum(p.country_code == c for p, c in zip(places, big, strict=True))
+    assert inside >= 0.95 * len(big)  # a few spots of countries shaped like Chile or Croatia may miss
+    assert all(25 <= rows[c]["spot_r80_km"] < 5000 for c in big)
+
+
 def test_the_photo_prior_puts_photos_where_they_are_taken(photos, population):
     p = photos.country_posterior([])[0]
     q = population.country_posterior([])[0]

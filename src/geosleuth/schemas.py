@@ -128,6 +128,7 @@ class EvidenceKind(StrEnum):
     SCRIPT = "script"
     PLACE_NAME = "place-name"
     COUNTRY_NAME = "country-name"
+    BRAND = "brand"
     POSTCODE = "postcode"
     PHONE = "phone"
     DOMAIN = "domain"

@@ -107,6 +107,7 @@ OFF_LIST_LIKELIHOOD = 0.001
 OFF_LIST_BY_KIND = {
     EvidenceKind.PLACE_NAME: 0.02,
     EvidenceKind.COUNTRY_NAME: 0.05,
+    EvidenceKind.BRAND: 0.02,
     EvidenceKind.CURRENCY: 0.01,
     EvidenceKind.DOMAIN: 0.005,
     EvidenceKind.UTC_OFFSET: 0.01,
@@ -643,27 +644,51 @@ class EvidenceFusion:
                     )
                 )
                 continue
-            centre = self.gaz.country_centre(cc)
-            if centre is None:
+            spot = self.country_spot(cc)
+            if spot is None:
                 continue
+            point, radius, note = spot
             out.append(
                 Candidate(
-                    point=centre.point,
+                    point=point,
                     source=CandidateSource.GAZETTEER,
                     label=f"somewhere in {name}",
                     granularity=Granularity.COUNTRY,
                     score=round(math.log(max(rest, 1e-12)), 4),
                     probability=round(rest, 6),
-                    radius_km=centre.r80_km,
+                    radius_km=radius,
                     evidence_ids=supporting[cc],
-                    notes=[
-                        f"the point is {name}'s population centre; 80% of its people live within "
-                        f"{centre.r80_km:.0f} km of it"
-                    ],
+                    notes=[note],
                 )
             )
         out.sort(key=lambda c: -c.probability)
         return out
+
+    def country_spot(self, code: str) -> tuple[LatLon, float, str] | None:
+        """Where to put "somewhere in <country>": under the photo prior, the country's best single
+        guess for a photo (``spot_*`` of ``data/photo_prior.json``: most of its gallery photos within
+        25-2500 km on average; New York for the United States, where the population centre is in
+        Missouri); else, or for a country without gallery points, its population centre. Returns
+        the point, the radius holding 80% of the photos (or people), and a note that says which."""
+        name = self.gaz.country_name(code)
+        if self.settings.fusion.prior == "photos":
+            row = photo_prior()["countries"].get(code)
+            if row and "spot_lat" in row:
+                r80 = float(row["spot_r80_km"])
+                return (
+                    LatLon(lat=row["spot_lat"], lon=row["spot_lon"]),
+                    r80,
+                    f"the point is where photos in {name} are most often taken (near {row['spot_place']}); "
+                    f"80% of GeoCLIP's gallery photos in {name} lie within {r80:.0f} km of it",
+                )
+        centre = self.gaz.country_centre(code)
+        if centre is None:
+            return None
+        return (
+            centre.point,
+            centre.r80_km,
+            f"the point is {name}'s population centre; 80% of its people live within {centre.r80_km:.0f} km of it",
+        )
 
     def _attach_places(self, candidates: list[Candidate]) -> None:
         if not candidates:

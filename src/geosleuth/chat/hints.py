@@ -36,6 +36,7 @@ HARD_KINDS = {
     EvidenceKind.PHONE,
     EvidenceKind.DOMAIN,
     EvidenceKind.COUNTRY_NAME,
+    EvidenceKind.BRAND,
     EvidenceKind.CURRENCY,
 }
 TOOL = "user"

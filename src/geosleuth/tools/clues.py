@@ -17,6 +17,7 @@ Text read from an image is untrusted data: nothing here follows instructions fou
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -57,6 +58,33 @@ def _rejected(eid: str, kind: EvidenceKind, value: str, reason: str, **kw: Any) 
 
 MAX_NGRAM = 4
 MIN_LIKELIHOOD = 0.005
+# Brands (data/brands.json.gz, from OSM's name-suggestion-index; scripts/build_brands.py).
+BRANDS_FILE = "brands.json.gz"
+BRAND_WEIGHT = 0.6  # a chain's name on a sign: its shops are where its countries are, mostly
+BRAND_WEIGHT_SHORT = 0.4  # one word of at most 5 letters: more often something else
+BRAND_MIN_LINE_SHARE = 0.5  # the name must be most of its line, as on a shop front
+BRAND_PLACE_POPULATION = 50_000  # a brand that is also a town this big reads as the town
+# A town named like a chain ("TOYOTA" on a dealer's sign) is likelier the chain, unless a city.
+BRAND_TOWN_PENALTY = 2.0
+BRAND_TOWN_MAX_POPULATION = 1_000_000
+
+
+@dataclass(frozen=True)
+class Brand:
+    name: str
+    countries: tuple[str, ...]  # empty: world-wide or in many countries
+    common_word: bool
+
+
+@lru_cache(maxsize=1)
+def brands() -> dict[str, Brand]:
+    """Chain, network and operator names by ``name_key``, with the countries they are found in."""
+    raw = resources.files("geosleuth.data").joinpath(BRANDS_FILE).read_bytes()
+    data = json.loads(gzip.decompress(raw))
+    return {
+        k: Brand(v[0], () if v[1] == "*" else tuple(v[1].split()), len(v) > 2 and bool(v[2]))
+        for k, v in data["names"].items()
+    }
 
 
 @lru_cache(maxsize=1)
@@ -227,8 +255,10 @@ class ClueExtractor:
         alternatives = [alt for ln in lines for alt in ln.alternatives]
         phone_spans = self._phones(texts, hint_countries, report, counter, extra=alternatives)
         street = self._street_words(tokens, report, counter)
-        self._places(texts, tokens, confs, street, phone_spans, report, counter)
+        brand_spans = self._brand_spans(texts, tokens)
+        self._places(texts, tokens, confs, street, phone_spans, brand_spans, report, counter)
         self._country_names(texts, tokens, report, counter)
+        self._brands(texts, tokens, confs, brand_spans, report, counter)
         self._postcodes(texts, phone_spans, report, counter)
         self._domains([*texts, *alternatives], report, counter)
         self._currencies(texts, report, counter)
@@ -270,6 +300,7 @@ class ClueExtractor:
         confs: Sequence[float],
         street: set[tuple[int, int]],
         phone_spans: dict[int, list[tuple[int, int]]],
+        brand_spans: dict[int, Span],
         report: ClueReport,
         counter: _Counter,
     ) -> None:
@@ -319,6 +350,12 @@ class ClueExtractor:
                     z -= 0.5
             elif len(s.key) <= 2:
                 z -= 0.5
+            b = brand_spans.get(s.line)
+            if b is not None and b.first <= s.first and s.last <= b.last:
+                if b.last - b.first > s.last - s.first:
+                    continue  # "Albert" in "Albert Heijn": part of a chain's name
+                if max_pop < BRAND_TOWN_MAX_POPULATION:
+                    z -= BRAND_TOWN_PENALTY  # "TOYOTA" on a dealer's sign: the chain, not the town
             in_street = _street_context(toks, s, street, texts[s.line])
             if in_street:
                 z -= 2.5  # "Rue de Rivoli", "Berliner Straße": a street named after a place
@@ -477,6 +514,67 @@ class ClueExtractor:
                             reason="a country named on a sign may be a destination or a product's origin",
                         )
                     )
+
+    # -- brands --
+
+    @staticmethod
+    def _brand_spans(texts: Sequence[str], tokens: list[list[Token]]) -> dict[int, Span]:
+        """Per line, the longest chain name on it (a one-word common word is not one: "Next")."""
+        table = brands()
+        out: dict[int, Span] = {}
+        for li, toks in enumerate(tokens):
+            hits = [
+                s
+                for s in candidate_spans(toks, texts[li])
+                if s.key in table and not (table[s.key].common_word and s.first == s.last)
+            ]
+            if hits:
+                out[li] = max(hits, key=lambda s: (len(s.key), -s.first))
+        return out
+
+    def _brands(
+        self,
+        texts: Sequence[str],
+        tokens: list[list[Token]],
+        confs: Sequence[float],
+        brand_spans: dict[int, Span],
+        report: ClueReport,
+        counter: _Counter,
+    ) -> None:
+        """Chain names that make up most of their line ("MERCADONA", "Albert Heijn"): the countries
+        the chain is found in. A name found world-wide or in many countries, or that is also a
+        sizeable town (the town is the place name's clue), gives no country evidence."""
+        table = brands()
+        seen: set[str] = set()
+        for li, s in sorted(brand_spans.items()):
+            b = table[s.key]
+            letters = sum(len(t.key) for t in tokens[li] if not t.numeric)
+            if (
+                not b.countries
+                or s.key in seen
+                or len(s.key.replace(" ", "")) < BRAND_MIN_LINE_SHARE * letters
+            ):
+                continue
+            towns = self.gaz.lookup_keys({s.key}, limit=5).get(s.key, [])
+            if any(p.population >= BRAND_PLACE_POPULATION for p in towns):
+                continue
+            seen.add(s.key)
+            short = s.first == s.last and len(s.key) <= 5
+            conf = confs[li] if li < len(confs) else 1.0
+            weight = (BRAND_WEIGHT_SHORT if short else BRAND_WEIGHT) * min(1.0, conf / 0.8)
+            names = ", ".join(self.gaz.country_name(c) for c in b.countries[:6])
+            more = f" and {len(b.countries) - 6} more" if len(b.countries) > 6 else ""
+            report.evidence.append(
+                _evidence(
+                    counter.next("text.brand"),
+                    EvidenceKind.BRAND,
+                    f"'{s.surface}': the chain {b.name}, found in {names}{more}",
+                    weight=round(weight, 4),
+                    countries={c: 1.0 for c in b.countries},
+                    reason="chains also open abroad, and a sign may advertise one from elsewhere",
+                    details={"brand": b.name, "n_countries": len(b.countries)},
+                )
+            )
 
     # -- postcodes --
 

@@ -34,6 +34,7 @@ THUMBNAIL_SIDE = 384
 _FROM_TEXT = {
     EvidenceKind.PLACE_NAME,
     EvidenceKind.COUNTRY_NAME,
+    EvidenceKind.BRAND,
     EvidenceKind.POSTCODE,
     EvidenceKind.PHONE,
     EvidenceKind.DOMAIN,
