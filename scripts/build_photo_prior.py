@@ -42,14 +42,17 @@ def _mass(lat: float, lon: float, coords: np.ndarray) -> tuple[float, dict[str, 
     return sum(mass.values()) / len(SCALES_KM), mass, d
 
 
-def _spot(pts: np.ndarray, centre: tuple[float, float] | None) -> tuple[float, float, float, float]:
-    """A country's best single guess: lat, lon, its mean mass and the radius holding 80% of its points."""
+def _dense_means(pts: np.ndarray, n: int) -> list[tuple[float, float]]:
+    """The mean of the points in each of the ``n`` fullest 1-degree cells."""
     cells = np.floor(pts / 1.0).astype(np.int64)
     _keys, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
-    options = [tuple(pts[inverse == k].mean(axis=0)) for k in np.argsort(-counts)[:30]]
-    if centre is not None:
-        options.append(centre)
+    return [tuple(pts[inverse == k].mean(axis=0)) for k in np.argsort(-counts)[:n]]
+
+
+def _spot(pts: np.ndarray, centre: tuple[float, float] | None) -> tuple[float, float, float, float]:
+    """A country's best single guess: lat, lon, its mean mass and the radius holding 80% of its points."""
+    options = _dense_means(pts, 30) + ([centre] if centre is not None else [])
     best = (0.0, 0.0, -1.0, 0.0)
     for lat, lon in options:
         score, _, d = _mass(float(lat), float(lon), pts)
@@ -62,11 +65,7 @@ def _fallback(coords: np.ndarray, dense: list[tuple[float, float]]) -> dict[str,
     """The single point that would answer best for a photo with no evidence at all: among the
     densest cells of the world and of each country, the one holding the most gallery mass on
     average within SCALES_KM."""
-    cells = np.floor(coords / 1.0).astype(np.int64)
-    _keys, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    top = np.argsort(-counts)[:200]
-    options = [tuple(coords[inverse == k].mean(axis=0)) for k in top] + dense
+    options = _dense_means(coords, 200) + dense
     best: dict[str, float] = {}
     best_score = -1.0
     for lat, lon in options:
